@@ -1,0 +1,1 @@
+"""Local document QA: hybrid retrieval, reranking, cited answers."""

@@ -1,0 +1,1 @@
+"""Bundled models: provisioning into a local cache and cached loaders."""

@@ -1,0 +1,113 @@
+"""One frozen settings object, read from `RAG_*` environment variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
+CONFIG_ENV = "RAG_CONFIG"
+
+
+def default_cache_dir() -> Path:
+    """Where provisioned models live: $RAG_CACHE_DIR, else ~/.cache/rag-local."""
+    return Path(os.environ.get("RAG_CACHE_DIR", Path.home() / ".cache" / "rag-local"))
+
+
+class Settings(BaseSettings):
+    """Every tunable of the app; documented defaults, overridable by env (`RAG_<NAME>`) or TOML."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", frozen=True, extra="forbid")
+
+    # --- storage -----------------------------------------------------------------------------
+    index_dir: Path = Path("index")  # one folder per knowledge base below this
+    kb: str = "default"  # knowledge-base name
+    cache_dir: Path = Field(default_factory=default_cache_dir)  # provisioned models
+
+    # --- models ------------------------------------------------------------------------------
+    embedder: str = BUNDLED_EMBEDDER  # or an HF id / local sentence-transformers folder
+    query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
+    passage_prefix: str = "passage: "
+    embed_batch_size: int = 32
+    reranker: str = "none"  # none | llm | http(s)://host/rerank | HF id / path of a CrossEncoder
+    reranker_model: str = ""  # model name sent to an HTTP /rerank endpoint
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    # --- LLM ---------------------------------------------------------------------------------
+    llm_base_url: str = ""  # "" = embedded llama.cpp server; else any OpenAI-compatible /v1 URL
+    llm_model: str = "qwen2.5-coder-instruct"  # model name sent to the server
+    llm_api_key: str = "not-needed"
+    llm_size: Literal["0.5b", "1.5b"] = "0.5b"  # bundled GGUF used by the embedded server
+    llm_threads: int = 0  # 0 = all cores (embedded server)
+    llm_ctx: int = 4096  # context window of the embedded server
+    temperature: float = 0.1
+    max_tokens: int = 384
+    llm_timeout_s: float = 120.0
+    llm_retries: int = 2
+
+    # --- chunking ----------------------------------------------------------------------------
+    chunk_tokens: int = 200  # target chunk size in embedder tokens
+    chunk_overlap: int = 32  # overlap between consecutive chunks of one section, in tokens
+    hnsw_threshold: int = 50_000  # exact FAISS search below this many chunks, HNSW above
+
+    # --- retrieval ---------------------------------------------------------------------------
+    retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    candidates: int = 50  # depth of each retriever before fusion
+    top_k: int = 5  # chunks handed to the prompt
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = 60
+    dense_weight: float = 0.5  # weighted fusion: share of the dense score (BM25 gets the rest)
+    rerank_candidates: int = 20
+
+    # --- answering ---------------------------------------------------------------------------
+    context_tokens: int = 1800  # budget for the sources in the prompt
+    history_turns: int = 4  # earlier turns kept in the prompt
+    condense_followups: bool = True  # rewrite follow-ups into standalone questions
+
+    @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates")
+    @classmethod
+    def _positive(cls, value: int, info) -> int:
+        if value <= 0:
+            raise ValueError(f"{info.field_name} must be > 0, got {value}")
+        return value
+
+    @field_validator("dense_weight")
+    @classmethod
+    def _unit(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"dense_weight must be in [0, 1], got {value}")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: explicit arguments > environment > TOML file named by $RAG_CONFIG."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get(CONFIG_ENV)
+        if toml_path:
+            if not Path(toml_path).is_file():
+                raise FileNotFoundError(f"{CONFIG_ENV} points to a missing file: {toml_path}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def load_settings(config: str | Path | None = None, **overrides) -> Settings:
+    """Build settings at an entry point: optional TOML file, then env, then explicit overrides."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config)
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

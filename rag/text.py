@@ -1,0 +1,105 @@
+"""The one normalizer and tokenizer shared by ingest and query (never two copies)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import unicodedata
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TERMS_FILE = Path(__file__).with_name("terms.txt")
+TOKENIZER_VERSION = "jieba-0.42.1+terms1+stop1"
+
+# Zero-width and invisible formatting characters that NFKC keeps.
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
+_HSPACE = re.compile(r"[^\S\n]+")  # horizontal whitespace runs (NFKC already mapped NBSP/U+3000)
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+_WORDLIKE = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
+
+STOPWORDS = frozenset(
+    "的 了 是 在 和 与 及 或 也 就 都 而 被 把 对 于 中 为 以 上 下 这 那 其 之 等 个 一个 一种 "
+    "我们 你 我 他 它 可以 什么 吗 呢 吧 啊 如何 怎么 怎样 哪些 有 没有 会 能 要 "
+    "a an the of to in on for and or is are was were be been by with as at it its this that "
+    "what which how why does do did from".split()
+)
+
+
+def normalize(text: str) -> str:
+    """NFKC (folds CJK radical look-alikes, full-width forms, NBSP), drop invisibles, unify newlines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = unicodedata.normalize("NFKC", text)
+    return _INVISIBLE.sub("", text)
+
+
+def squash_spaces(text: str) -> str:
+    """Collapse horizontal whitespace runs to one space (newlines kept)."""
+    return _HSPACE.sub(" ", text)
+
+
+def strip_all_space(text: str) -> str:
+    """NFKC and remove every whitespace character (the evidence-matching form)."""
+    return "".join(normalize(text).split())
+
+
+def language(text: str) -> str:
+    """'zh' when CJK characters make up a fair share of the letters, else 'en'."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN.findall(text))
+    return "zh" if cjk and cjk * 3 >= latin else "en"
+
+
+@functools.lru_cache(maxsize=1)
+def _terms() -> tuple[tuple[str, ...], re.Pattern | None]:
+    """(single-word terms for jieba, regex matching multi-word terms)."""
+    terms = [
+        line.strip()
+        for line in TERMS_FILE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    spaced = sorted((t for t in terms if " " in t), key=len, reverse=True)
+    single = tuple(t for t in terms if " " not in t)
+    pattern = None
+    if spaced:
+        alts = "|".join(r"\s*".join(map(re.escape, t.split())) for t in spaced)
+        pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alts})(?![A-Za-z0-9])", re.IGNORECASE)
+    return single, pattern
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    """A private jieba tokenizer with the term list added (loaded once per process)."""
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    tok = jieba.Tokenizer()
+    tok.initialize()
+    for term in _terms()[0]:
+        tok.add_word(term, freq=200_000)
+    return tok
+
+
+def _segment(text: str) -> list[str]:
+    return [w for w in _jieba().lcut(text, HMM=True) if _WORDLIKE.search(w)]
+
+
+def tokenize(text: str) -> list[str]:
+    """BM25 tokens: normalized, jieba-segmented, lower-cased, terms kept whole, stopwords dropped."""
+    text = normalize(text)
+    _, spaced = _terms()
+    words: list[str] = []
+    pos = 0
+    for match in spaced.finditer(text) if spaced else ():
+        words += _segment(text[pos : match.start()])
+        words.append(" ".join(match.group(0).split()))
+        pos = match.end()
+    words += _segment(text[pos:])
+    out = []
+    for word in words:
+        word = word.strip().lower()
+        if word and word not in STOPWORDS:
+            out.append(word)
+    return out
