@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32
-    reranker: str = "none"  # none | llm | http(s)://host/rerank | HF id / path of a CrossEncoder
+    reranker: str = "none"  # none | http(s)://host/rerank | HF id / path of a CrossEncoder
     reranker_model: str = ""  # model name sent to an HTTP /rerank endpoint
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     chunk_tokens: int = 200  # target chunk size in embedder tokens
     chunk_overlap: int = 32  # overlap between consecutive chunks of one section, in tokens
     hnsw_threshold: int = 50_000  # exact FAISS search below this many chunks, HNSW above
+    max_file_mb: float = 20.0  # larger files are reported and skipped
 
     # --- retrieval ---------------------------------------------------------------------------
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"

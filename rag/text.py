@@ -28,10 +28,18 @@ STOPWORDS = frozenset(
 )
 
 
+# CJK Radicals Supplement (U+2E80-U+2EFF) has no NFKC mapping; fold the simplified-form
+# radicals that scraped PDFs use in place of the ideographs.
+_RADICALS_SUPPLEMENT = str.maketrans(
+    dict(pair for pair in "⻅见 ⻆角 ⻉贝 ⻋车 ⻓长 ⻔门 ⻘青 ⻙韦 ⻚页 ⻛风 ⻜飞 ⻢马 ⻥鱼 ⻦鸟 ⻨麦 "
+         "⻩黄 ⻬齐 ⻮齿 ⻰龙 ⻳龟 ⻝食 ⻣骨 ⻤鬼 ⻧卤 ⻪黾".split())
+)
+
+
 def normalize(text: str) -> str:
     """NFKC (folds CJK radical look-alikes, full-width forms, NBSP), drop invisibles, unify newlines."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKC", text).translate(_RADICALS_SUPPLEMENT)
     return _INVISIBLE.sub("", text)
 
 

@@ -1,0 +1,1 @@
+"""Ingest pipeline: load files, clean text, chunk, index."""

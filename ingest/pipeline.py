@@ -1,0 +1,294 @@
+"""Ingest: diff the files against the manifest, then load, clean, chunk, embed and index what changed.
+
+Nothing heavy (embedder, jieba, the old index) is loaded when no file changed, so a no-change
+re-run costs a directory walk and a hash per file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ingest.chunk import ChunkConfig, chunk_document
+from ingest.clean import clean
+from ingest.load import LoadError, SourceFile, discover, load
+from rag import store
+from rag.records import Chunk
+from rag.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FileResult:
+    """What happened to one file."""
+
+    source: str
+    status: str  # added | updated | unchanged | deleted | failed
+    reason: str = ""
+    chunks: int = 0
+    removed_share: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    """The summary printed at the end of a run."""
+
+    kb: str
+    files: list[FileResult] = field(default_factory=list)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wrote: bool = False
+
+    def count(self, status: str) -> int:
+        """Number of files with this status."""
+        return sum(f.status == status for f in self.files)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        """Files that could not be indexed, with their reasons."""
+        return [f for f in self.files if f.status == "failed"]
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file on disk."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_sha256(text: str) -> str:
+    """Content hash of a cleaned document."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_manifest(settings: Settings, embedder) -> dict:
+    """The manifest of a fresh knowledge base."""
+    import faiss
+    import jieba
+    import sentence_transformers
+
+    from rag.embed import embedder_manifest
+    from rag.text import TOKENIZER_VERSION
+
+    return {
+        "kb": settings.kb,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "embedder": embedder_manifest(embedder),
+        "chunking": {"chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap},
+        "tokenizer": TOKENIZER_VERSION,
+        "packages": {
+            "faiss": faiss.__version__,
+            "jieba": jieba.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+            "numpy": np.__version__,
+        },
+        "files": {},
+    }
+
+
+def check_compatible(manifest: dict, settings: Settings, kb: str) -> None:
+    """Refuse to extend an index built with another embedder or chunking."""
+    built = manifest.get("embedder", {}).get("id")
+    if built != settings.embedder:
+        raise store.IndexMismatch(
+            f"knowledge base {kb!r} was built with embedder {built!r}, but the current embedder is "
+            f"{settings.embedder!r}; use the same embedder or rebuild with --rebuild"
+        )
+    chunking = {"chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap}
+    if manifest.get("chunking") != chunking:
+        raise store.IndexMismatch(
+            f"knowledge base {kb!r} was chunked with {manifest.get('chunking')}, settings say {chunking}; "
+            "rebuild with --rebuild to change chunking"
+        )
+
+
+def _under(source: str, roots: list[Path]) -> bool:
+    path = Path(source)
+    return any(path == r or r in path.parents for r in roots)
+
+
+@dataclass
+class _Plan:
+    """Files to (re)load and sources to drop, decided from hashes alone."""
+
+    todo: list[tuple[SourceFile, str]]  # (file, sha256)
+    drop: set[str]  # sources whose documents leave the index
+    errors: list[LoadError]
+
+
+def plan(paths: list[Path], manifest_files: dict, deletes: list[Path], report: IngestReport) -> _Plan:
+    """Compare files on disk with the manifest's per-file hashes."""
+    found, errors = discover(paths) if paths else ([], [])
+    roots = [p.resolve() for p in paths if p.is_dir()]
+    seen, todo = set(), []
+    for sf in found:
+        source = str(sf.path.resolve())
+        seen.add(source)
+        try:
+            sha = file_sha256(sf.path)
+        except OSError as e:
+            errors.append(LoadError(sf.path, f"cannot read: {e}"))
+            continue
+        if manifest_files.get(source, {}).get("sha256") == sha:
+            report.files.append(FileResult(source, "unchanged", chunks=manifest_files[source].get("chunks", 0)))
+        else:
+            todo.append((sf, sha))
+    vanished = {s for s in manifest_files if s not in seen and _under(s, roots)}
+    delete_roots = [p.resolve() for p in deletes]
+    explicit = {s for s in manifest_files if _under(s, delete_roots)}
+    return _Plan(todo, vanished | explicit, errors)
+
+
+def run_ingest(
+    paths: list[Path],
+    settings: Settings,
+    *,
+    rebuild: bool = False,
+    deletes: list[Path] = (),
+    progress: bool = True,
+) -> IngestReport:
+    """Bring knowledge base `settings.kb` in line with `paths`; returns the report."""
+    kb, index_dir = settings.kb, Path(settings.index_dir)
+    report = IngestReport(kb)
+    t0 = time.perf_counter()
+    lock = store.kb_lock(index_dir, kb)
+    try:
+        manifest = None if rebuild else store.read_manifest(index_dir, kb)
+        if manifest is not None:
+            check_compatible(manifest, settings, kb)
+        files_state = dict(manifest["files"]) if manifest else {}
+        work = plan(list(paths), files_state, list(deletes), report)
+        for err in work.errors:
+            report.files.append(FileResult(str(err.path), "failed", reason=err.reason))
+        report.stage_s["scan"] += time.perf_counter() - t0
+        if not work.todo and not work.drop and manifest is not None:
+            report.chunks_total = manifest.get("counts", {}).get("chunks", 0)
+            return report
+        _apply(work, manifest, files_state, settings, report, progress)
+    finally:
+        lock.release()
+    return report
+
+
+def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report: IngestReport, progress: bool) -> None:
+    """Load/clean/chunk/embed the changed files and write a new index version."""
+    from rag.embed import load_embedder
+    from rag.text import tokenize
+
+    t = time.perf_counter()
+    embedder = load_embedder(settings)
+    report.stage_s["model_load"] += time.perf_counter() - t
+    if manifest is None:
+        state = store.empty_state(new_manifest(settings, embedder), embedder.dim)
+    else:
+        if manifest["embedder"].get("fingerprint") != embedder.fingerprint:
+            raise store.IndexMismatch(
+                f"knowledge base {settings.kb!r} was built by a different copy of {settings.embedder!r} "
+                f"(fingerprint {manifest['embedder'].get('fingerprint')} != {embedder.fingerprint}); rebuild with --rebuild"
+            )
+        state = store.load_state(Path(settings.index_dir), settings.kb)
+    old_rows = {c.id: i for i, c in enumerate(state.chunks)}
+
+    docs, chunks = [], []
+    config = ChunkConfig(chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap)
+    for sf, sha in tqdm(work.todo, desc="load+chunk", unit="file", disable=not progress):
+        result = _prepare_file(sf, sha, settings, config, embedder.count_tokens, report)
+        if result is None:
+            continue
+        file_docs, file_chunks, entry = result
+        status = "updated" if entry["source"] in files_state else "added"
+        files_state[entry["source"]] = entry
+        docs += file_docs
+        chunks += file_chunks
+        report.files.append(FileResult(entry["source"], status, chunks=len(file_chunks), removed_share=entry["removed_share"]))
+
+    t = time.perf_counter()
+    vectors = _embed(chunks, old_rows, state.dense.vectors, embedder, settings, report, progress)
+    report.stage_s["embed"] += time.perf_counter() - t
+    t = time.perf_counter()
+    tokens = [tokenize(c.text) for c in chunks]
+    report.stage_s["bm25_tokenize"] += time.perf_counter() - t
+
+    t = time.perf_counter()
+    dropped_docs = {d for s in work.drop for d in files_state.get(s, {}).get("doc_ids", [])}
+    for source in work.drop:
+        files_state.pop(source, None)
+        report.files.append(FileResult(source, "deleted"))
+    state = state.delete(dropped_docs, hnsw_threshold=settings.hnsw_threshold) if dropped_docs else state
+    state = state.upsert(docs, chunks, vectors, tokens, hnsw_threshold=settings.hnsw_threshold)
+    state = store.with_manifest(state, files=files_state)
+    report.stage_s["index"] += time.perf_counter() - t
+    report.chunks_total = len(state.chunks)
+    if not state.documents and not any(f.status in ("deleted",) for f in report.files):
+        return  # nothing could be indexed: leave any previous index untouched
+    t = time.perf_counter()
+    store.write_state(Path(settings.index_dir), settings.kb, state)
+    report.stage_s["write"] += time.perf_counter() - t
+    report.wrote = True
+
+
+def _prepare_file(sf, sha, settings, config, count_tokens, report):
+    """Load, clean and chunk one file; failures become report lines, never exceptions."""
+    source = str(sf.path.resolve())
+    t = time.perf_counter()
+    try:
+        loaded = load(sf, max_bytes=int(settings.max_file_mb * 1024 * 1024))
+    except LoadError as e:
+        report.files.append(FileResult(source, "failed", reason=e.reason))
+        return None
+    report.stage_s["load"] += time.perf_counter() - t
+    docs, chunks, original, removed = [], [], 0, 0
+    for doc in loaded:
+        t = time.perf_counter()
+        cleaned = clean(doc.text)
+        report.stage_s["clean"] += time.perf_counter() - t
+        original += cleaned.original_chars
+        removed += cleaned.removed_chars
+        if not cleaned.text.strip():
+            continue
+        t = time.perf_counter()
+        doc_chunks = chunk_document(doc.id, source, cleaned.text, count_tokens=count_tokens, config=config)
+        report.stage_s["chunk"] += time.perf_counter() - t
+        docs.append(store.DocRecord(doc.id, source, doc.title, cleaned.text, text_sha256(cleaned.text), dict(doc.meta)))
+        chunks += doc_chunks
+    if not docs:
+        report.files.append(FileResult(source, "failed", reason="no text left after cleaning"))
+        return None
+    entry = {
+        "source": source,
+        "sha256": sha,
+        "doc_ids": [d.id for d in docs],
+        "chunks": len(chunks),
+        "removed_share": round(removed / original, 4) if original else 0.0,
+    }
+    return docs, chunks, entry
+
+
+def _embed(chunks: list[Chunk], old_rows: dict[str, int], old_vectors, embedder, settings, report, progress) -> np.ndarray:
+    """Vectors for `chunks`, reusing the stored vector of any chunk id already indexed."""
+    out = np.zeros((len(chunks), embedder.dim), np.float32)
+    missing = []
+    for i, chunk in enumerate(chunks):
+        row = old_rows.get(chunk.id)
+        if row is None:
+            missing.append(i)
+        else:
+            out[i] = old_vectors[row]
+    if missing:
+        vecs = embedder.encode_passages(
+            [chunks[i].text for i in missing], batch_size=settings.embed_batch_size, progress=progress
+        )
+        out[missing] = vecs
+    report.chunks_embedded += len(missing)
+    return out

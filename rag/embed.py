@@ -1,0 +1,146 @@
+"""The embedder: a sentence-transformers model with e5-style prefixes, loaded lazily and once."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rag.settings import BUNDLED_EMBEDDER, Settings
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotAvailable(RuntimeError):
+    """A configured model cannot be found locally and cannot be downloaded here."""
+
+
+def resolve_device(preference: str = "auto") -> str:
+    """The one place the device is chosen: cuda, then mps, then cpu (or the explicit setting)."""
+    import torch
+
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def bundled_embedder_dir(cache_dir: Path) -> Path:
+    """Provision (once) and return the bundled multilingual-e5-small folder."""
+    from rag.models.e5 import materialize_e5
+
+    return materialize_e5(cache_dir / "multilingual-e5-small")
+
+
+def resolve_embedder_path(name: str, cache_dir: Path) -> str:
+    """Map the `embedder` setting to something SentenceTransformer can open offline."""
+    if name == BUNDLED_EMBEDDER:
+        return str(bundled_embedder_dir(cache_dir))
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    return name
+
+
+class Embedder:
+    """Encodes passages and queries to L2-normalized float32 vectors."""
+
+    def __init__(self, name: str, path: str, device: str, query_prefix: str, passage_prefix: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(path, device=device, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - any loader failure means "not available offline"
+            raise ModelNotAvailable(
+                f"embedder {name!r} could not be loaded from local files ({e.__class__.__name__}: {e}). "
+                "There is no network here: download it on a connected machine "
+                f"(`huggingface-cli download {name}`) and copy the folder over, then set "
+                "RAG_EMBEDDER to that folder (or leave the default bundled model)."
+            ) from e
+        self.name = name
+        self.device = device
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        self.fingerprint = _fingerprint(Path(path), self.dim) if Path(path).is_dir() else f"hf:{name}"
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Embedder tokens per text (special tokens and the passage prefix included)."""
+        if not texts:
+            return []
+        enc = self.model.tokenizer([self.passage_prefix + t for t in texts], add_special_tokens=True)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def encode_passages(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Vectors for document chunks (with the passage prefix)."""
+        return self._encode([self.passage_prefix + t for t in texts], batch_size, progress)
+
+    def encode_queries(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        """Vectors for questions (with the query prefix)."""
+        return self._encode([self.query_prefix + t for t in texts], batch_size, False)
+
+    def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        vecs = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+def _fingerprint(folder: Path, dim: int) -> str:
+    """Hash of the model's config files and weight-file sizes: changes when the model does."""
+    digest = hashlib.sha256(str(dim).encode())
+    for name in ("config.json", "modules.json", "tokenizer_config.json", "sentence_bert_config.json"):
+        if (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, cache_dir: Path, device: str, query_prefix: str, passage_prefix: str) -> Embedder:
+    path = resolve_embedder_path(name, cache_dir)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logger.info("loading embedder %s from %s on %s", name, path, device)
+    return Embedder(name, path, device, query_prefix, passage_prefix)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The process-wide embedder for these settings (cached on model, device and prefixes)."""
+    return _load(
+        settings.embedder,
+        settings.cache_dir,
+        resolve_device(settings.device),
+        settings.query_prefix,
+        settings.passage_prefix,
+    )
+
+
+def embedder_manifest(embedder: Embedder) -> dict:
+    """What a knowledge base records about the embedder that built it."""
+    return {
+        "id": embedder.name,
+        "dim": embedder.dim,
+        "fingerprint": embedder.fingerprint,
+        "query_prefix": embedder.query_prefix,
+        "passage_prefix": embedder.passage_prefix,
+    }
+
+
+def describe(embedder_info: dict) -> str:
+    """One-line description for messages."""
+    return json.dumps(embedder_info, ensure_ascii=False)

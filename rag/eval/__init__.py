@@ -1,0 +1,1 @@
+"""Batch evaluation: retrieval metrics and answer metrics over labelled question sets."""

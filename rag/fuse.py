@@ -1,0 +1,36 @@
+"""Fusion of ranked lists: pure functions from ranked rows to fused scores."""
+
+from __future__ import annotations
+
+
+def rrf(rankings: list[list[int]], *, k: int = 60, weights: list[float] | None = None) -> dict[int, float]:
+    """Reciprocal-rank fusion: sum over lists of weight / (k + rank), ranks 1-based."""
+    weights = weights or [1.0] * len(rankings)
+    fused: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights):
+        for rank, row in enumerate(ranking, start=1):
+            fused[row] = fused.get(row, 0.0) + weight / (k + rank)
+    return fused
+
+
+def minmax(scores: dict[int, float]) -> dict[int, float]:
+    """Scale scores to [0, 1] (all-equal scores map to 1)."""
+    if not scores:
+        return {}
+    lo, hi = min(scores.values()), max(scores.values())
+    span = hi - lo
+    return {row: (s - lo) / span if span > 0 else 1.0 for row, s in scores.items()}
+
+
+def weighted(score_lists: list[dict[int, float]], weights: list[float]) -> dict[int, float]:
+    """Weighted sum of min-max normalized scores; a row missing from a list gets 0 there."""
+    fused: dict[int, float] = {}
+    for scores, weight in zip(score_lists, weights):
+        for row, s in minmax(scores).items():
+            fused[row] = fused.get(row, 0.0) + weight * s
+    return fused
+
+
+def ranked(fused: dict[int, float]) -> list[tuple[int, float]]:
+    """(row, score) best first, ties broken by row for determinism."""
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
