@@ -12,7 +12,7 @@ from rag import fuse
 from rag.records import Hit
 from rag.settings import Settings
 from rag.store import KBState
-from rag.text import normalize, tokenize
+from rag.text import expand_query, normalize, tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Retriever:
     def dense_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
         """(row, cosine) for the query embedded with the query prefix."""
         t = time.perf_counter()
+        if self.settings.query_expansion == "both":
+            query = expand_query(query)
         vector = self.embedder.encode_queries([normalize(query)])[0]
         self._timed("embed", t)
         t = time.perf_counter()
@@ -52,6 +54,8 @@ class Retriever:
     def bm25_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
         """(row, BM25) for the query's jieba tokens."""
         t = time.perf_counter()
+        if self.settings.query_expansion != "none":
+            query = expand_query(query)
         result = self.state.search_sparse(tokenize(query), k)
         self._timed("bm25", t)
         return result
@@ -112,3 +116,9 @@ def open_retriever(settings: Settings, *, embedder=None) -> Retriever:
             "original model or rebuild the knowledge base with `python -m ingest PATH --rebuild`"
         )
     return Retriever(state, embedder, settings)
+
+
+def with_history(question: str, history: list[dict] | tuple = ()) -> str:
+    """A retrieval query for a follow-up without an LLM: the last user turn, then the question."""
+    earlier = [m["content"] for m in history if m.get("role") == "user" and m.get("content")]
+    return f"{earlier[-1]} {question}" if earlier else question

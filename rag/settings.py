@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     rrf_k: int = 60
     dense_weight: float = 0.5  # weighted fusion: share of the dense score (BM25 gets the rest)
     rerank_candidates: int = 20
+    query_expansion: Literal["none", "bm25", "both"] = "bm25"  # add glossary.tsv's Chinese terms to English queries
 
     # --- answering ---------------------------------------------------------------------------
     context_tokens: int = 1800  # budget for the sources in the prompt

@@ -206,7 +206,7 @@ def write_state(index_dir: Path, kb: str, state: KBState) -> Path:
     index_dir = Path(index_dir)
     versions = index_dir / ".versions" / check_kb_name(kb)
     versions.mkdir(parents=True, exist_ok=True)
-    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+    stamp = f"{time.time_ns():020d}-{os.getpid()}"  # sorts by creation time
     tmp = versions / f".tmp-{stamp}"
     tmp.mkdir()
     manifest = {**state.manifest, "format_version": FORMAT_VERSION, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -254,7 +254,7 @@ def _prune(versions: Path, keep: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in versions.glob(".tmp-*"):
         try:
-            pid = int(tmp.name.split("-")[2])
+            pid = int(tmp.name.split("-")[-1])
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not _alive(pid):

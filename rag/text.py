@@ -111,3 +111,33 @@ def tokenize(text: str) -> list[str]:
         if word and word not in STOPWORDS:
             out.append(word)
     return out
+
+
+GLOSSARY_FILE = Path(__file__).with_name("glossary.tsv")
+
+
+@functools.lru_cache(maxsize=1)
+def _glossary() -> tuple[re.Pattern, dict[str, str]]:
+    """(regex over the English terms, longest first; term -> Chinese equivalents)."""
+    table = {}
+    for line in GLOSSARY_FILE.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#") and "\t" in line:
+            english, chinese = line.split("\t", 1)
+            table[english.strip().lower()] = " ".join(c.strip() for c in chinese.split(","))
+    alts = "|".join(re.escape(t) for t in sorted(table, key=len, reverse=True))
+    return re.compile(rf"(?<![a-z0-9])(?:{alts})(?:s|es)?(?![a-z0-9])", re.IGNORECASE), table
+
+
+def expand_query(text: str) -> str:
+    """An English question plus the Chinese equivalents of its technical terms (from glossary.tsv)."""
+    if language(text) != "en":
+        return text
+    pattern, table = _glossary()
+    extra = []
+    for match in pattern.finditer(text):
+        term = match.group(0).lower()
+        key = term if term in table else re.sub(r"(es|s)$", "", term)
+        key = key if key in table else term[:-1]
+        if key in table and table[key] not in extra:
+            extra.append(table[key])
+    return f"{text} {' '.join(extra)}" if extra else text

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from rag.eval.qa import QAItem, RelevanceJudge
 from rag.records import Hit
 from rag.rerank import rerank
+from rag.retrieve import with_history
 
 CUTOFFS = (1, 3, 5, 10)
 DEPTH = 100
@@ -60,10 +61,11 @@ def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJud
         if not item.answerable:
             continue
         t = time.perf_counter()
-        hits = retriever.search(item.question, mode=base_mode, k=DEPTH * 3 if qrels is not None else DEPTH)
+        query = with_history(item.question, item.history)
+        hits = retriever.search(query, mode=base_mode, k=DEPTH * 3 if qrels is not None else DEPTH)
         if mode == "rerank":
             n = retriever.settings.rerank_candidates
-            hits = rerank(reranker, item.question, hits[:n]) + hits[n:]
+            hits = rerank(reranker, query, hits[:n]) + hits[n:]
         latencies.append((time.perf_counter() - t) * 1000)
         if qrels is not None:
             hits = doc_level(hits)

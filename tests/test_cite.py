@@ -1,0 +1,145 @@
+"""Citation parsing, sentence support and refusal detection on crafted answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.cite import (
+    detect_refusal,
+    marker_numbers,
+    parse_citations,
+    split_sentences,
+    support_check,
+)
+from rag.prompt import Source
+from rag.records import Chunk
+
+LORA = "LoRA 在原模型旁边加入低秩矩阵 A 和 B，训练时冻结原模型权重，只更新这两个小矩阵，显存占用大幅下降。"
+GQA = "GQA 把查询头分成若干组，每组共享一对键和值，介于 MHA 与 MQA 之间。"
+BM25 = "BM25 scores a document by term frequency, inverse document frequency and document length; k1 controls saturation."
+
+
+def source(n: int, text: str, doc: str = "notes.md", start: int = 0) -> Source:
+    chunk = Chunk(id=f"{doc}:{start}", doc_id=doc, text=text, source=f"/data/{doc}",
+                  heading_path=("第二章", "微调"), start=start, end=start + len(text))
+    return Source(n, (chunk,), doc, chunk.heading, text, n)
+
+
+SOURCES = [source(1, LORA, "peft.md", 100), source(2, GQA, "attention.md", 40), source(3, BM25, "rag.md")]
+
+
+@pytest.mark.parametrize(
+    ("text", "numbers"),
+    [
+        pytest.param("答案[1]。", [1], id="single"),
+        pytest.param("答案[1, 2]。", [1, 2], id="comma-list"),
+        pytest.param("答案[1，2、3]。", [1, 2, 3], id="cjk-separators"),
+        pytest.param("答案[1][2]。", [1, 2], id="adjacent"),
+        pytest.param("答案【2】。", [2], id="cjk-brackets"),
+        pytest.param("答案［3］。", [3], id="fullwidth-brackets"),
+        pytest.param("answer [1-3].", [1, 2, 3], id="range"),
+        pytest.param("no markers here (1) or [a].", [], id="none"),
+    ],
+)
+def test_marker_forms(text, numbers):
+    assert marker_numbers(text) == numbers
+
+
+def test_parse_maps_numbers_to_source_spans_in_first_use_order():
+    citations, removed, cleaned = parse_citations("GQA 分组共享键值【2】。LoRA 冻结权重[1, 2]。", SOURCES)
+    assert removed == 0
+    assert [c.n for c in citations] == [2, 1]
+    lora = citations[1].chunk
+    assert (lora.doc_id, lora.heading_path, lora.start, lora.end) == ("peft.md", ("第二章", "微调"), 100,
+                                                                      100 + len(LORA))
+    assert lora.text == LORA
+    assert cleaned == "GQA 分组共享键值[2]。LoRA 冻结权重[1][2]。"
+
+
+def test_invalid_numbers_are_removed_and_counted():
+    citations, removed, cleaned = parse_citations("LoRA 冻结权重 [7]。GQA 分组[2, 9][0]。", SOURCES)
+    assert removed == 3
+    assert [c.n for c in citations] == [2]
+    assert cleaned == "LoRA 冻结权重。GQA 分组[2]。"
+
+
+def test_merged_source_cites_its_whole_span():
+    a = Chunk(id="x:0", doc_id="x", text="甲乙丙丁", source="/d/x", start=0, end=4)
+    b = Chunk(id="x:4", doc_id="x", text="戊己", source="/d/x", start=4, end=6)
+    merged = Source(1, (a, b), "x", "", "甲乙丙丁戊己", 1)
+    (citation,), _, _ = parse_citations("见[1]。", [merged])
+    assert (citation.chunk.start, citation.chunk.end, citation.chunk.text) == (0, 6, "甲乙丙丁戊己")
+
+
+def test_split_sentences_keeps_markers_after_the_stop_with_their_sentence():
+    text = "LoRA 冻结原模型。[1] GQA 分组共享键值！[2]\nBM25 uses idf. It is old [3]. Version 2.5 is out."
+    assert split_sentences(text) == [
+        "LoRA 冻结原模型。[1]", "GQA 分组共享键值！[2]", "BM25 uses idf.", "It is old [3].",
+        "Version 2.5 is out.",
+    ]
+
+
+def test_numbered_list_items_are_not_split_at_the_number():
+    assert split_sentences("步骤如下：\n1. 冻结权重[1]\n2. 训练低秩矩阵[1]") == [
+        "步骤如下：", "1. 冻结权重[1]", "2. 训练低秩矩阵[1]"
+    ]
+
+
+def test_support_flags_on_crafted_sentences():
+    answer = (
+        "LoRA 训练时冻结原模型权重，只更新低秩矩阵 A 和 B[1]。"  # faithful paraphrase of [1]
+        "GQA 让每组查询头共享键和值[2]。"  # faithful, Chinese bigrams
+        "LoRA 可以把推理速度提高十倍并支持图像生成[2]。"  # cites the wrong source, made up
+        "这是一种常用的方法。"  # no citation
+        "BM25 uses inverse document frequency and document length [3]. "  # faithful, English
+        "BM25 was invented by Google in 2019 for image search [3]."  # made up
+    )
+    results = support_check(answer, SOURCES)
+    assert [r.status for r in results] == [
+        "supported", "supported", "unsupported", "uncited", "supported", "unsupported",
+    ]
+    assert [r.cited for r in results] == [(1,), (2,), (2,), (), (3,), (3,)]
+    assert all(0.0 <= r.lexical <= 1.0 for r in results)
+
+
+def test_invalid_citation_counts_as_uncited():
+    (result,) = support_check("LoRA 冻结权重[9]。", SOURCES)
+    assert result.status == "uncited"
+
+
+def test_embedding_cosine_can_rescue_a_paraphrase():
+    vectors = {}
+
+    def embed(texts):  # fake embedder: one fixed vector for the sentence and source [3]
+        out = []
+        for t in texts:
+            same = "frequency" in t or "Okapi" in t
+            out.append(vectors.setdefault(same, np.array([1.0, 0.0]) if same else np.array([0.0, 1.0])))
+        return np.stack(out)
+
+    answer = "Okapi ranking relies on how often words occur [3]."
+    (lexical_only,) = support_check(answer, SOURCES)
+    (with_embed,) = support_check(answer, SOURCES, embed=embed)
+    assert lexical_only.status == "unsupported" and lexical_only.cosine is None
+    assert with_embed.status == "supported" and with_embed.cosine == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        pytest.param("无法回答", True, id="zh-sentinel"),
+        pytest.param("无法回答。", True, id="zh-sentinel-stop"),
+        pytest.param("NOT_IN_DOCUMENTS", True, id="en-sentinel"),
+        pytest.param("抱歉，文档中没有关于这个问题的信息。", True, id="zh-paraphrase"),
+        pytest.param("The documents do not contain this information.", True, id="en-paraphrase"),
+        pytest.param("I cannot answer from the documents.", True, id="en-cannot"),
+        pytest.param("资料中没有提到。", True, id="zh-not-mentioned"),
+        pytest.param("", True, id="empty"),
+        pytest.param("LoRA 冻结原模型权重[1]。", False, id="real-answer"),
+        pytest.param("The encoder does not contain a causal mask [2].", False, id="cited-not-contain"),
+        pytest.param("GQA 没有提到的部分由 MQA 补充[2]。" * 6, False, id="long-answer"),
+    ],
+)
+def test_detect_refusal(text, refused):
+    assert detect_refusal(text) is refused
