@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def print_summary(report, elapsed: float, out=sys.stdout) -> None:
+def print_summary(report, elapsed: float, out=None) -> None:
     """The end-of-run summary: per-status counts, failures with reasons, chunks, stage times."""
+    out = out or sys.stdout
     counts = ", ".join(f"{s} {report.count(s)}" for s in ("added", "updated", "unchanged", "deleted", "failed"))
     print(f"knowledge base {report.kb!r}: files {counts}", file=out)
     for f in report.failed:

@@ -49,8 +49,9 @@ def answer_json(ans) -> dict:
     }
 
 
-def print_sources(ans, out=sys.stdout) -> None:
+def print_sources(ans, out=None) -> None:
     """The sources block under a text answer."""
+    out = out or sys.stdout
     if ans.citations:
         print("\nSources:", file=out)
         for c in ans.citations:

@@ -68,7 +68,7 @@ class Embedder:
         self.device = device
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self.fingerprint = _fingerprint(Path(path), self.dim) if Path(path).is_dir() else f"hf:{name}"
 

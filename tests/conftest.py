@@ -1,0 +1,41 @@
+"""Shared fixtures: a real knowledge base of the sample corpus, built once per session."""
+
+from pathlib import Path
+
+import pytest
+
+from rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def sample_settings(tmp_path_factory) -> Settings:
+    """Settings pointing at a real index of data/sample (bundled embedder, real FAISS + BM25)."""
+    from ingest.pipeline import run_ingest
+
+    settings = Settings(index_dir=tmp_path_factory.mktemp("index"), kb="sample")
+    report = run_ingest([SAMPLE], settings, progress=False)
+    assert report.wrote and not report.failed
+    return settings
+
+
+@pytest.fixture(scope="session")
+def sample_retriever(sample_settings):
+    """A retriever over the sample knowledge base."""
+    from rag.retrieve import open_retriever
+
+    return open_retriever(sample_settings)
+
+
+@pytest.fixture(scope="session")
+def llm(sample_settings):
+    """The real embedded llama.cpp server with the bundled 0.5B model (shared by the session)."""
+    from rag.llm import client_from_settings
+    from rag.models.gguf import GGUFS, is_provisioned
+
+    if not is_provisioned(GGUFS["0.5b"], sample_settings.cache_dir):
+        pytest.skip("bundled 0.5B GGUF not provisioned: run `python -m rag.models`")
+    return client_from_settings(sample_settings)
