@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from rag.cite import detect_refusal, parse_citations, support_check
+from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
 from rag.llm import LLMClient
 from rag.prompt import build_messages, condense_messages, pack_context, refusal_text
 from rag.records import Answer, Citation, Hit
@@ -94,6 +94,9 @@ def answer(
         return Answer(question, text, [], hits, refused=True, standalone_question=standalone,
                       timings_ms=_total(timings, t0), usage=usage)
     citations, removed, text = parse_citations(raw, sources)
+    text, attributed = attribute_citations(text, sources)
+    if attributed:
+        citations, _, text = parse_citations(text, sources)
     support = support_check(text, sources, embed=embed)
     unsupported = [s.text for s in support if s.status == "unsupported"]
     by_n = {}
@@ -102,7 +105,7 @@ def answer(
             by_n[n] = by_n.get(n, True) and s.status == "supported"
     citations = [Citation(c.n, c.chunk, supported=by_n.get(c.n, False)) for c in citations]
     return Answer(question, text, citations, hits, refused=False, standalone_question=standalone,
-                  unsupported_sentences=unsupported, removed_citations=removed,
+                  unsupported_sentences=unsupported, removed_citations=removed, attributed_citations=attributed,
                   timings_ms=_total(timings, t0), usage=usage)
 
 

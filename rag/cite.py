@@ -195,3 +195,29 @@ def detect_refusal(text: str, lang: str | None = None) -> bool:
     if any(p in lowered for p in _REFUSAL_PHRASES):
         return True
     return not _MARK.search(text) and any(p in lowered for p in _WEAK_REFUSAL_PHRASES)
+
+
+def attribute_citations(answer_text: str, sources: Sequence[Source], *,
+                        threshold: float = SUPPORT_THRESHOLD) -> tuple[str, int]:
+    """Give each uncited sentence the marker of the source that supports it best, if any does.
+
+    Small models often answer from the sources without writing `[n]`. A marker is added only
+    where the lexical support of the sentence by that source reaches `threshold`, so every
+    added citation is backed by overlap the reader can check. Returns (text, markers added).
+    """
+    out, cursor, added = [], 0, 0
+    for sentence in split_sentences(answer_text):
+        at = answer_text.find(sentence, cursor)
+        if at < 0:
+            continue
+        end = at + len(sentence)
+        out.append(answer_text[cursor:end])
+        cursor = end
+        if marker_numbers(sentence) or not sources:
+            continue
+        best = max(sources, key=lambda s: lexical_support(sentence, s.text))
+        if lexical_support(sentence, best.text) >= threshold:
+            out.append(f"[{best.n}]")
+            added += 1
+    out.append(answer_text[cursor:])
+    return "".join(out), added

@@ -77,5 +77,6 @@ class Answer:
     standalone_question: str = ""
     unsupported_sentences: list[str] = field(default_factory=list)
     removed_citations: int = 0
+    attributed_citations: int = 0  # markers added by the support check where the model gave none
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
