@@ -43,8 +43,13 @@ class StrippedDoc:
     """A document with all whitespace removed and a map back to original offsets."""
 
     def __init__(self, text: str) -> None:
-        self.positions = [i for i, ch in enumerate(text) if not ch.isspace()]
-        self.text = "".join(text[i] for i in self.positions)
+        chars, self.positions = [], []
+        for i, ch in enumerate(text):
+            for out in normalize(ch):  # NFKC per character keeps a map to the original offset
+                if not out.isspace():
+                    chars.append(out)
+                    self.positions.append(i)
+        self.text = "".join(chars)
 
     def span(self, start: int, end: int) -> tuple[int, int]:
         """Original [start, end) to stripped [start, end)."""
