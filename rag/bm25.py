@@ -134,10 +134,11 @@ class BM25Index:
             np.concatenate([self._post_rows[self._post_ptr[t] : self._post_ptr[t + 1]] for t in matched])
         )
         scores = self.scores(query)[cand]
-        if len(cand) > k:
-            part = np.argpartition(-scores, k - 1)[:k]
-            cand, scores = cand[part], scores[part]
-        order = np.lexsort((cand, -scores))  # score desc, then row asc for stable ties
+        if len(cand) > k:  # keep everything scoring at least the k-th best, ties included
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            keep = scores >= kth
+            cand, scores = cand[keep], scores[keep]
+        order = np.lexsort((cand, -scores))[:k]  # score desc, then row asc for ties
         return cand[order], scores[order]
 
     # --- persistence (plain files, no pickle) -------------------------------------------------

@@ -69,3 +69,9 @@ def test_tokenizer_keeps_terms_whole_and_folds_radicals():
     assert "kv cache" in tokens and tokens.count("kv cache") == 2
     assert "lora" in tokens
     assert "大语言模型" in tokens
+
+
+def test_ties_at_the_cut_are_broken_by_row():
+    docs = [["lora"], ["qlora"], ["lora"], ["lora"], ["other"], ["lora"]]
+    rows, scores = BM25Index.from_tokens(docs).top_k(["lora"], 2)
+    assert list(rows) == [0, 2] and scores[0] == scores[1]
