@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
 from rag.llm import LLMClient
-from rag.prompt import build_messages, condense_messages, pack_context, refusal_text
+from rag.prompt import build_messages, condense_messages, load_template, pack_context, refusal_text
 from rag.records import Answer, Citation, Hit
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
@@ -33,6 +33,23 @@ def condense(question: str, history: Sequence[dict], llm: LLMClient, *, settings
     if not rewritten or len(rewritten) > 4 * len(question) + 80:
         return question
     return rewritten
+
+
+ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
+
+
+def answerable_probability(messages: list[dict], llm: LLMClient, lang: str) -> float | None:
+    """P(yes) that the sources hold the answer, read from the model's first-token probabilities.
+
+    The check reuses the answer prompt as its prefix (so the server's prompt cache makes the
+    later answer cheap) and appends prompts/check.<lang>.md. None when the server gives no
+    probabilities (the check is then skipped, never guessed).
+    """
+    check = [*messages[:-1], {"role": "user", "content": messages[-1]["content"] + "\n\n" + load_template(f"check.{lang}").text()}]
+    yes, no = ANSWER_OPTIONS[lang]
+    probs = llm.option_probabilities(check, [yes, no])
+    total = probs[yes] + probs[no]
+    return probs[yes] / total if total > 0.05 else None
 
 
 def retrieve(question: str, retriever: Retriever, reranker: Reranker | None, *, settings: Settings, timings: dict) -> list[Hit]:
@@ -78,6 +95,14 @@ def answer(
     sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens, lang=lang)
     asked = standalone if settings.condense_followups else question  # history goes in the prompt too
     messages = build_messages(asked, sources, history, lang=lang, history_turns=settings.history_turns)
+    if settings.check_answerability:
+        t = time.perf_counter()
+        p_yes = answerable_probability(messages, llm, lang)
+        timings["check"] = (time.perf_counter() - t) * 1000
+        if p_yes is not None and p_yes < settings.answerable_min_p:
+            logger.info("refusing: P(sources hold the answer) = %.2f", p_yes)
+            return Answer(question, refusal_text(lang, _closest(hits)), [], hits, refused=True,
+                          standalone_question=standalone, timings_ms=_total(timings, t0))
     t = time.perf_counter()
     stream = llm.stream(messages, temperature=settings.temperature, max_tokens=settings.max_tokens)
     for piece in stream:

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     llm_base_url: str = ""  # "" = embedded llama.cpp server; else any OpenAI-compatible /v1 URL
     llm_model: str = "qwen2.5-coder-instruct"  # model name sent to the server
     llm_api_key: str = "not-needed"
-    llm_size: Literal["0.5b", "1.5b"] = "0.5b"  # bundled GGUF used by the embedded server
+    llm_size: Literal["0.5b", "1.5b"] = "1.5b"  # bundled GGUF for the embedded server (README: measured choice)
     llm_threads: int = 0  # 0 = all cores (embedded server)
     llm_ctx: int = 4096  # context window of the embedded server
     temperature: float = 0.1
@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     context_tokens: int = 1800  # budget for the sources in the prompt
     history_turns: int = 4  # earlier turns kept in the prompt
     condense_followups: bool = True  # rewrite follow-ups into standalone questions
+    # Ask the LLM whether the sources hold the answer before answering (README: measured). "auto" is
+    # on, except for the embedded 0.5B model, whose yes/no probabilities do not separate the cases.
+    answerability_check: Literal["auto", "on", "off"] = "auto"
+    answerable_min_p: float = 0.5  # refuse below this P(yes); servers without logprobs skip the check
+
+    @property
+    def check_answerability(self) -> bool:
+        """Whether the chain runs the answerability check for this backend."""
+        if self.answerability_check == "auto":
+            return bool(self.llm_base_url) or self.llm_size != "0.5b"
+        return self.answerability_check == "on"
 
     @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates")
     @classmethod

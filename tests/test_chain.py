@@ -80,3 +80,19 @@ def test_empty_knowledge_base_question_refuses_without_llm(tmp_path, sample_sett
     ans = answer("   ", settings=settings, retriever=open_retriever(settings), llm=llm)
     assert ans.refused and ans.citations == []
     assert Path(settings.index_dir).exists()
+
+
+def test_answerability_check_refuses_before_generating(sample_settings, sample_retriever, llm):
+    settings = sample_settings.model_copy(update={"answerability_check": "on", "answerable_min_p": 0.9})
+    pieces = []
+    ans = answer("知库的企业版一年收费多少钱？", settings=settings, retriever=sample_retriever, llm=llm,
+                 on_token=pieces.append)
+    assert "check" in ans.timings_ms
+    assert ans.refused and not pieces  # refused without streaming an invented answer
+    assert ans.hits and "最接近的资料" in ans.text
+
+
+def test_answerability_check_is_off_for_the_small_embedded_model(sample_settings):
+    assert not sample_settings.model_copy(update={"llm_size": "0.5b"}).check_answerability
+    assert sample_settings.model_copy(update={"llm_size": "1.5b"}).check_answerability
+    assert sample_settings.model_copy(update={"llm_size": "0.5b", "llm_base_url": "http://h/v1"}).check_answerability

@@ -22,7 +22,7 @@ from rag.prompt import (
 from rag.records import Chunk, Hit
 
 TEMPLATES = sorted(p.name.removesuffix(".md") for p in PROMPTS_DIR.glob("*.md"))
-EXPECTED = {"qa": {"sources", "question"}, "condense": {"history", "question"}, "refusal": {"closest"}}
+EXPECTED = {"qa": {"sources", "question"}, "condense": {"history", "question"}, "refusal": {"closest"}, "check": set()}
 DOC = "".join(chr(0x4E00 + 7 * i) for i in range(100))  # 100 distinct CJK characters
 
 
