@@ -12,7 +12,7 @@ from rag import fuse
 from rag.records import Hit
 from rag.settings import Settings
 from rag.store import KBState
-from rag.text import expand_query, normalize, tokenize
+from rag.text import expand_query, language, normalize, tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,16 @@ class Retriever:
                 factor[row] *= SHORT_PENALTY
         return factor
 
+    @functools.cached_property
+    def corpus_language(self) -> str:
+        """'zh' or 'en' for the knowledge base as a whole (from a sample of its chunks)."""
+        sample = self.state.chunks[:: max(1, len(self.state.chunks) // 200)]
+        return language("".join(c.text[:200] for c in sample))
+
+    def _expand(self, query: str) -> str:
+        """Glossary expansion: only English questions over Chinese documents gain Chinese terms."""
+        return expand_query(query) if self.corpus_language == "zh" else query
+
     def _timed(self, stage: str, start: float) -> None:
         self.timings_ms[stage] = self.timings_ms.get(stage, 0.0) + (time.perf_counter() - start) * 1000
 
@@ -51,7 +61,7 @@ class Retriever:
         """(row, cosine) for the query embedded with the query prefix."""
         t = time.perf_counter()
         if self.settings.query_expansion == "both":
-            query = expand_query(query)
+            query = self._expand(query)
         vector = self.embedder.encode_queries([normalize(query)])[0]
         self._timed("embed", t)
         t = time.perf_counter()
@@ -63,7 +73,7 @@ class Retriever:
         """(row, BM25) for the query's jieba tokens."""
         t = time.perf_counter()
         if self.settings.query_expansion != "none":
-            query = expand_query(query)
+            query = self._expand(query)
         result = self.state.search_sparse(tokenize(query), k)
         self._timed("bm25", t)
         return result

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # --- answering ---------------------------------------------------------------------------
     context_tokens: int = 1800  # budget for the sources in the prompt
     history_turns: int = 4  # earlier turns kept in the prompt
-    condense_followups: bool = True  # rewrite follow-ups into standalone questions
+    condense_followups: bool = False  # LLM rewrite of follow-ups (README: measured); off = previous user turn + question
     # Ask the LLM whether the sources hold the answer before answering (README: measured). "auto" is
     # on, except for the embedded 0.5B model, whose yes/no probabilities do not separate the cases.
     answerability_check: Literal["auto", "on", "off"] = "auto"
