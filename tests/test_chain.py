@@ -52,9 +52,11 @@ def test_follow_up_is_rewritten_for_retrieval(sample_settings, sample_retriever,
         {"role": "user", "content": "P0 级别的事故需要多快响应？"},
         {"role": "assistant", "content": "P0 事故需要在 15 分钟内响应。"},
     ]
-    ans = answer("那 P2 呢？", history, settings=sample_settings, retriever=sample_retriever, llm=llm)
-    assert ans.standalone_question and ans.standalone_question != "那 P2 呢？"
-    assert any("P2" in h.chunk.text for h in ans.hits[:3])
+    for rewrite in (True, False):
+        settings = sample_settings.model_copy(update={"condense_followups": rewrite})
+        ans = answer("那 P2 呢？", history, settings=settings, retriever=sample_retriever, llm=llm)
+        assert ans.standalone_question and ans.standalone_question != "那 P2 呢？"
+        assert any("P2" in h.chunk.text for h in ans.hits[:3]), (rewrite, ans.standalone_question)
 
 
 def test_server_down_is_a_clear_error(sample_settings, sample_retriever):
