@@ -15,6 +15,9 @@ SHARED = ROOT.parent / "shared"
 # they are repeatable; subprocesses (streamlit, ingest) inherit this.
 os.environ.setdefault("RAG_LLM_SIZE", "0.5b")
 os.environ.setdefault("RAG_TEMPERATURE", "0")
+_E5 = Path(os.environ.get("RAG_CACHE_DIR", Path.home() / ".cache" / "rag-local")) / "multilingual-e5-small"
+if _E5.is_dir():  # lets the chunker test count with the real e5 tokenizer
+    os.environ.setdefault("E5_DIR", str(_E5))
 
 
 @pytest.fixture(scope="session")
