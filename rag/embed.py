@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -140,7 +139,3 @@ def embedder_manifest(embedder: Embedder) -> dict:
         "passage_prefix": embedder.passage_prefix,
     }
 
-
-def describe(embedder_info: dict) -> str:
-    """One-line description for messages."""
-    return json.dumps(embedder_info, ensure_ascii=False)
