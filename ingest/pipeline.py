@@ -225,8 +225,8 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     for source in work.drop:
         files_state.pop(source, None)
         report.files.append(FileResult(source, "deleted"))
-    state = state.delete(dropped_docs, hnsw_threshold=settings.hnsw_threshold) if dropped_docs else state
-    state = state.upsert(docs, chunks, vectors, tokens, hnsw_threshold=settings.hnsw_threshold)
+    state = state.apply(remove=dropped_docs, docs=docs, chunks=chunks, vectors=vectors, tokens=tokens,
+                        hnsw_threshold=settings.hnsw_threshold)
     state = store.with_manifest(state, files=files_state)
     report.stage_s["index"] += time.perf_counter() - t
     report.chunks_total = len(state.chunks)

@@ -122,17 +122,34 @@ class KBState:
         rows, scores = self.bm25.top_k(query_terms, k)
         return list(zip(rows.tolist(), scores.tolist()))
 
-    def delete(self, doc_ids: set[str], *, hnsw_threshold: int) -> KBState:
-        """A new state without the chunks and records of `doc_ids`."""
-        keep = np.array([c.doc_id not in doc_ids for c in self.chunks], dtype=bool)
+    def apply(
+        self,
+        *,
+        remove: set[str] = frozenset(),
+        docs: list[DocRecord] = (),
+        chunks: list[Chunk] = (),
+        vectors: np.ndarray | None = None,
+        tokens: list[list[str]] = (),
+        hnsw_threshold: int,
+    ) -> KBState:
+        """A new state without the documents in `remove` (and any earlier version of `docs`), plus
+        `docs` with their chunks, vectors and BM25 tokens; the FAISS index is built once."""
+        gone = set(remove) | {d.id for d in docs}
+        keep = np.array([c.doc_id not in gone for c in self.chunks], dtype=bool)
         dim = int(self.manifest["embedder"]["dim"])
+        kept = np.asarray(self.dense.vectors, np.float32).reshape(-1, dim)[keep]
+        added = np.zeros((0, dim), np.float32) if vectors is None else vectors
         return KBState(
             manifest=self.manifest,
-            chunks=[c for c, k in zip(self.chunks, keep) if k],
-            documents={d: r for d, r in self.documents.items() if d not in doc_ids},
-            dense=DenseIndex.build(np.asarray(self.dense.vectors)[keep], dim=dim, hnsw_threshold=hnsw_threshold),
-            bm25=self.bm25.subset(keep),
+            chunks=[c for c, k in zip(self.chunks, keep) if k] + list(chunks),
+            documents={**{d: r for d, r in self.documents.items() if d not in gone}, **{d.id: d for d in docs}},
+            dense=DenseIndex.build(np.concatenate([kept, added]), dim=dim, hnsw_threshold=hnsw_threshold),
+            bm25=self.bm25.subset(keep).appended(list(tokens)),
         )
+
+    def delete(self, doc_ids: set[str], *, hnsw_threshold: int) -> KBState:
+        """A new state without the chunks and records of `doc_ids`."""
+        return self.apply(remove=doc_ids, hnsw_threshold=hnsw_threshold)
 
     def upsert(
         self,
@@ -144,16 +161,7 @@ class KBState:
         hnsw_threshold: int,
     ) -> KBState:
         """A new state where `docs` (and their chunks) replace any earlier version of them."""
-        base = self.delete({d.id for d in docs}, hnsw_threshold=hnsw_threshold) if self.documents else self
-        dim = int(self.manifest["embedder"]["dim"])
-        all_vectors = np.concatenate([np.asarray(base.dense.vectors, np.float32).reshape(-1, dim), vectors])
-        return KBState(
-            manifest=base.manifest,
-            chunks=base.chunks + chunks,
-            documents={**base.documents, **{d.id: d for d in docs}},
-            dense=DenseIndex.build(all_vectors, dim=dim, hnsw_threshold=hnsw_threshold),
-            bm25=base.bm25.appended(tokens),
-        )
+        return self.apply(docs=docs, chunks=chunks, vectors=vectors, tokens=tokens, hnsw_threshold=hnsw_threshold)
 
     def stats(self) -> dict:
         """Counts and provenance for display."""
