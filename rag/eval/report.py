@@ -102,6 +102,13 @@ def plot_metrics(summaries: dict[str, dict], path: Path) -> Path:
     ax.set_xticks(x + width * (len(summaries) - 1) / 2, [k.replace("_", " ") for k in keys], rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share")
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> Path:
+    """Legend, layout, write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -123,11 +130,7 @@ def plot_latency(rows: dict[str, Sequence[dict]], path: Path) -> Path:
             ax.hist(totals, bins=20, alpha=0.6, label=name)
     ax.set_xlabel("total ms per question")
     ax.set_ylabel("questions")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def write_report(report: dict, rows: dict[str, Sequence[dict]], out_dir: Path) -> Path:
