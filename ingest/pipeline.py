@@ -172,7 +172,10 @@ def run_ingest(
         for err in work.errors:
             report.files.append(FileResult(str(err.path), "failed", reason=err.reason))
         report.stage_s["scan"] += time.perf_counter() - t0
-        if not work.todo and not work.drop and manifest is not None:
+        from rag.text import TOKENIZER_VERSION
+
+        stale_terms = manifest is not None and manifest.get("tokenizer") != TOKENIZER_VERSION
+        if not work.todo and not work.drop and manifest is not None and not stale_terms:
             report.chunks_total = manifest.get("counts", {}).get("chunks", 0)
             return report
         _apply(work, manifest, files_state, settings, report, progress)
@@ -197,7 +200,7 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
                 f"knowledge base {settings.kb!r} was built by a different copy of {settings.embedder!r} "
                 f"(fingerprint {manifest['embedder'].get('fingerprint')} != {embedder.fingerprint}); rebuild with --rebuild"
             )
-        state = store.load_state(Path(settings.index_dir), settings.kb)
+        state = store.with_current_tokenizer(store.load_state(Path(settings.index_dir), settings.kb))
     old_rows = {c.id: i for i, c in enumerate(state.chunks)}
 
     docs, chunks = [], []

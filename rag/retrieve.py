@@ -123,7 +123,7 @@ def open_retriever(settings: Settings, *, embedder=None) -> Retriever:
     from rag import store
     from rag.embed import load_embedder
 
-    state = store.load_state(Path(settings.index_dir), settings.kb)
+    state = store.with_current_tokenizer(store.load_state(Path(settings.index_dir), settings.kb))
     built = state.manifest["embedder"]
     embedder = embedder or load_embedder(settings)
     if built.get("id") != embedder.name or built.get("fingerprint") != embedder.fingerprint or built.get("dim") != embedder.dim:

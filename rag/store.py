@@ -13,6 +13,7 @@ Store contract (so another engine can replace the files): `upsert`, `delete`, `s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ from filelock import FileLock, Timeout
 from rag.bm25 import BM25Index
 from rag.dense import DenseIndex
 from rag.records import Chunk
+
+logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be loading it)
@@ -282,3 +285,19 @@ def _alive(pid: int) -> bool:
 def with_manifest(state: KBState, **updates) -> KBState:
     """A copy of `state` with manifest keys replaced."""
     return replace(state, manifest={**state.manifest, **updates})
+
+
+def with_current_tokenizer(state: KBState) -> KBState:
+    """`state` itself when its BM25 rows came from today's tokenizer; else a copy whose BM25 index
+    is rebuilt from the stored chunk texts (no re-embedding) and whose manifest names the tokenizer."""
+    from rag.text import TOKENIZER_VERSION, tokenize
+
+    if state.manifest.get("tokenizer") == TOKENIZER_VERSION:
+        return state
+    logger.warning(
+        "knowledge base %r: BM25 terms were made by tokenizer %r, this version uses %r; re-tokenizing "
+        "%d chunks (the next `python -m ingest` of this knowledge base stores the new terms)",
+        state.manifest.get("kb"), state.manifest.get("tokenizer"), TOKENIZER_VERSION, len(state.chunks),
+    )
+    bm25 = BM25Index.from_tokens([tokenize(c.text) for c in state.chunks], state.bm25.params)
+    return replace(state, bm25=bm25, manifest={**state.manifest, "tokenizer": TOKENIZER_VERSION})

@@ -11,7 +11,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 TERMS_FILE = Path(__file__).with_name("terms.txt")
-TOKENIZER_VERSION = "jieba-0.42.1+terms1+stop1"
+TOKENIZER_VERSION = "jieba-0.42.1+terms1+stop1+snowball-en"
 
 # Zero-width and invisible formatting characters that NFKC keeps.
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
@@ -19,6 +19,7 @@ _HSPACE = re.compile(r"[^\S\n]+")  # horizontal whitespace runs (NFKC already ma
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORDLIKE = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
+_ENGLISH_WORD = re.compile(r"[a-z]+")
 
 STOPWORDS = frozenset(
     "的 了 是 在 和 与 及 或 也 就 都 而 被 把 对 于 中 为 以 上 下 这 那 其 之 等 个 一个 一种 "
@@ -94,8 +95,17 @@ def _segment(text: str) -> list[str]:
     return [w for w in _jieba().lcut(text, HMM=True) if _WORDLIKE.search(w)]
 
 
+@functools.lru_cache(maxsize=1)
+def _stemmer():
+    """Snowball's English stemmer (PyStemmer, C): "models" and "model" become one BM25 term."""
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
 def tokenize(text: str) -> list[str]:
-    """BM25 tokens: normalized, jieba-segmented, lower-cased, terms kept whole, stopwords dropped."""
+    """BM25 tokens: normalized, jieba-segmented, lower-cased, terms kept whole, stopwords dropped,
+    English words stemmed (mixed tokens such as "llama2" and the term list's phrases stay as they are)."""
     text = normalize(text)
     _, spaced = _terms()
     words: list[str] = []
@@ -106,10 +116,11 @@ def tokenize(text: str) -> list[str]:
         pos = match.end()
     words += _segment(text[pos:])
     out = []
+    stem = _stemmer().stemWord
     for word in words:
         word = word.strip().lower()
         if word and word not in STOPWORDS:
-            out.append(word)
+            out.append(stem(word) if _ENGLISH_WORD.fullmatch(word) else word)
     return out
 
 

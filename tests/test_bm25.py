@@ -75,3 +75,10 @@ def test_ties_at_the_cut_are_broken_by_row():
     docs = [["lora"], ["qlora"], ["lora"], ["lora"], ["other"], ["lora"]]
     rows, scores = BM25Index.from_tokens(docs).top_k(["lora"], 2)
     assert list(rows) == [0, 2] and scores[0] == scores[1]
+
+
+def test_english_words_are_stemmed_and_mixed_tokens_kept():
+    assert tokenize("Transformers use attention") == tokenize("transformer using attentions")
+    tokens = tokenize("Llama2 的 embeddings 和 KV Cache")
+    assert "llama2" in tokens and "embed" in tokens and "kv cache" in tokens
+    assert "失效" in tokenize("位置编码会失效")

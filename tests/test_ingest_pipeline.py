@@ -162,3 +162,26 @@ def test_killed_ingest_leaves_previous_index_loadable(tmp_path):
     # and the next run recovers (stale temp folders and the dead writer's lock don't block it)
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
     assert not list((index / ".versions" / "crash").glob(".tmp-*"))
+
+
+def test_index_from_an_older_tokenizer_is_retokenized_without_re_embedding(corpus):
+    docs, settings = corpus
+    run_ingest([docs], settings, progress=False)
+    folder = store.kb_path(Path(settings.index_dir), settings.kb).resolve()
+    old = store.load_state(Path(settings.index_dir), settings.kb)
+    stale = store.with_manifest(old, tokenizer="jieba-0.42.1+old")
+    stale = store.KBState(stale.manifest, old.chunks, old.documents, old.dense,
+                          old.bm25.from_tokens([c.text.lower().split() for c in old.chunks]))
+    store.write_state(Path(settings.index_dir), settings.kb, stale)
+    assert store.kb_path(Path(settings.index_dir), settings.kb).resolve() != folder
+    assert not _search(settings, "低秩分解矩阵", mode="bm25")  # old terms: today's query tokens miss
+    # a reader re-tokenizes in memory, so BM25 matches queries made by today's tokenizer
+    from rag.retrieve import open_retriever
+
+    hits = open_retriever(settings).search("低秩分解矩阵", mode="bm25")
+    assert hits and "低秩" in hits[0].chunk.text
+    # the next ingest stores the new terms and embeds nothing
+    report = run_ingest([docs], settings, progress=False)
+    assert report.wrote and report.chunks_embedded == 0
+    from rag.text import TOKENIZER_VERSION
+    assert store.read_manifest(Path(settings.index_dir), settings.kb)["tokenizer"] == TOKENIZER_VERSION
