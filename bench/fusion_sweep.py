@@ -3,7 +3,8 @@
     python -m bench.fusion_sweep --kb notes --index-dir DIR --qa data/qa/llm-notes-zh.dev.jsonl
     python -m bench.fusion_sweep --beir ../shared/datasets/scifact --index-dir DIR
 
-Prints hit@1 / MRR@10 / nDCG@10 per setting (RRF k, weighted fusion's dense share), so the
+Prints hit@1 / MRR@10 / nDCG@10 per setting (RRF k, weighted fusion's dense share, candidate
+depth per retriever), so the
 defaults in `rag/settings.py` can be chosen from measurements rather than guesses.
 """
 
@@ -21,7 +22,8 @@ from rag.retrieve import open_retriever, with_history
 from rag.settings import load_settings
 
 RRF_KS = (1, 2, 5, 10, 20, 60)
-DENSE_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7)
+DENSE_WEIGHTS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
+DEPTHS = (10, 20, 50, 100)
 
 
 def main() -> None:
@@ -30,7 +32,6 @@ def main() -> None:
     parser.add_argument("--index-dir")
     parser.add_argument("--qa", type=Path)
     parser.add_argument("--beir", type=Path)
-    parser.add_argument("--depth", type=int, default=100, help="candidates per retriever")
     args = parser.parse_args()
     kb = args.kb or (f"beir-{args.beir.resolve().name}" if args.beir else None)
     base = load_settings(None, kb=kb, index_dir=args.index_dir)
@@ -43,17 +44,21 @@ def main() -> None:
     runs = []
     for item in items:
         query = with_history(item.question, item.history)
-        runs.append((item, retriever.dense_ranking(query, args.depth), retriever.bm25_ranking(query, args.depth)))
+        runs.append((item, retriever.dense_ranking(query, max(DEPTHS)), retriever.bm25_ranking(query, max(DEPTHS))))
 
-    grid = [("dense", {}), ("bm25", {})]
-    grid += [(f"rrf k={k}", {"fusion": "rrf", "rrf_k": k}) for k in RRF_KS]
-    grid += [(f"weighted dense={w}", {"fusion": "weighted", "dense_weight": w}) for w in DENSE_WEIGHTS]
-    print(f"{'setting':<22}{'hit@1':>8}{'hit@5':>8}{'mrr@10':>8}{'ndcg@10':>9}")
-    for name, update in grid:
+    depth = base.candidates
+    grid = [("dense", {}, depth), ("bm25", {}, depth)]
+    grid += [(f"rrf k={k}", {"fusion": "rrf", "rrf_k": k}, depth) for k in RRF_KS]
+    grid += [(f"weighted dense={w}", {"fusion": "weighted", "dense_weight": w}, depth) for w in DENSE_WEIGHTS]
+    for fusion in ("rrf", "weighted"):
+        grid += [(f"{fusion} (default) depth={d}", {"fusion": fusion}, d) for d in DEPTHS]
+    print(f"{'setting':<30}{'hit@1':>8}{'hit@5':>8}{'mrr@10':>8}{'ndcg@10':>9}")
+    for name, update, depth in grid:
         retriever.settings = base.model_copy(update=update)
         rows = []
         for item, dense, sparse in runs:
             mode = name if name in ("dense", "bm25") else "hybrid"
+            dense, sparse = dense[:depth], sparse[:depth]
             hits = retriever._fuse(dense if mode != "bm25" else [], sparse if mode != "dense" else [], mode)
             if qrels is not None:
                 hits = doc_level(hits)
@@ -61,7 +66,7 @@ def main() -> None:
             gains, ideal = judge_hits(item, hits, judge, item_qrels)
             rows.append(question_metrics(gains, ideal, 1))
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("hit@1", "hit@5", "mrr@10", "ndcg@10")}
-        print(f"{name:<22}{mean['hit@1']:>8.3f}{mean['hit@5']:>8.3f}{mean['mrr@10']:>8.3f}{mean['ndcg@10']:>9.3f}")
+        print(f"{name:<30}{mean['hit@1']:>8.3f}{mean['hit@5']:>8.3f}{mean['mrr@10']:>8.3f}{mean['ndcg@10']:>9.3f}")
 
 
 if __name__ == "__main__":
