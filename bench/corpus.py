@@ -89,6 +89,14 @@ def base_chunks(scifact_docs: int) -> tuple[BaseChunk, ...]:
     return tuple(BaseChunk(src, sents, tuple(tokens[s] for s in sents)) for src, sents in split if sents)
 
 
+@functools.lru_cache(maxsize=None)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    """Tokens of an inserted corpus token read back as text (a stem is not always its own stem)."""
+    from rag.text import tokenize
+
+    return tuple(tokenize(word))
+
+
 def _replica(chunk: BaseChunk, rng: random.Random, pool: list[str]) -> tuple[str, list[str]]:
     """A perturbed copy: sentence order shuffled, one sentence dropped (if >2), words inserted."""
     order = list(range(len(chunk.sentences)))
@@ -98,7 +106,7 @@ def _replica(chunk: BaseChunk, rng: random.Random, pool: list[str]) -> tuple[str
     parts = [(chunk.sentences[i], list(chunk.tokens[i])) for i in order]
     for _ in range(INSERTED_WORDS):
         word = rng.choice(pool)
-        parts.insert(rng.randrange(len(parts) + 1), (word, [word]))
+        parts.insert(rng.randrange(len(parts) + 1), (word, list(_word_tokens(word))))
     return " ".join(p for p, _ in parts), [t for _, toks in parts for t in toks]
 
 

@@ -220,7 +220,7 @@ def run(quick: bool) -> str:
     return "\n\n".join([
         "## Retrieval latency per stage",
         f"{len(qs)} real dev questions (llm-notes-zh.dev.jsonl), `Retriever.search(mode='hybrid', k={settings.top_k})`, "
-        f"{settings.candidates} candidates per retriever, RRF fusion. Chunks: {data.n_base:,} real chunks "
+        f"{settings.candidates} candidates per retriever, {settings.fusion} fusion. Chunks: {data.n_base:,} real chunks "
         f"(llm-notes-zh + first {SCIFACT_DOCS[quick]} scifact abstracts, real chunker) replicated with perturbation "
         f"(sentences shuffled, one dropped, {corpus.INSERTED_WORDS} corpus words inserted); BM25 over real jieba tokens "
         f"(cached tokens equal `tokenize(text)` for {agreement:.0%} of 200 sampled replicas). Dense: random unit "
