@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -95,12 +96,17 @@ def _segment(text: str) -> list[str]:
     return [w for w in _jieba().lcut(text, HMM=True) if _WORDLIKE.search(w)]
 
 
-@functools.lru_cache(maxsize=1)
-def _stemmer():
-    """Snowball's English stemmer (PyStemmer, C): "models" and "model" become one BM25 term."""
-    import Stemmer
+_local = threading.local()
 
-    return Stemmer.Stemmer("english")
+
+def _stemmer():
+    """Snowball's English stemmer (PyStemmer, C): "models" and "model" become one BM25 term.
+    One per thread: a PyStemmer object must not be shared between threads (Streamlit sessions are threads)."""
+    if not hasattr(_local, "stemmer"):
+        import Stemmer
+
+        _local.stemmer = Stemmer.Stemmer("english")
+    return _local.stemmer
 
 
 def tokenize(text: str) -> list[str]:

@@ -82,3 +82,12 @@ def test_english_words_are_stemmed_and_mixed_tokens_kept():
     tokens = tokenize("Llama2 的 embeddings 和 KV Cache")
     assert "llama2" in tokens and "embed" in tokens and "kv cache" in tokens
     assert "失效" in tokenize("位置编码会失效")
+
+
+def test_tokenize_from_many_threads_matches_one_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"Transformers {i} use attention heads, 大模型的 embeddings 和 generalization" for i in range(400)]
+    expected = [tokenize(t) for t in texts]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(tokenize, texts)) == expected
