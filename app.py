@@ -154,7 +154,9 @@ def retrieval_settings(settings: Settings, lang: str) -> tuple[Settings, bool]:
         if no_reranker:
             st.caption(ui.label("rerank_none", lang))
         condense = st.toggle(ui.label("condense", lang), value=settings.condense_followups, key="condense")
-    update = {"retrieval_mode": mode, "top_k": top_k, "fusion": fusion, "condense_followups": condense}
+        translate = st.toggle(ui.label("translate", lang), value=settings.translate_queries, key="translate")
+    update = {"retrieval_mode": mode, "top_k": top_k, "fusion": fusion, "condense_followups": condense,
+              "query_translation": "on" if translate else "off"}
     return settings.model_copy(update=update), rerank_on and not no_reranker
 
 

@@ -35,6 +35,7 @@ def answer_json(ans) -> dict:
         "answer": ans.text,
         "refused": ans.refused,
         "standalone_question": ans.standalone_question,
+        "search_query": ans.search_query,
         "citations": [
             {"n": c.n, "doc_id": c.chunk.doc_id, "source": c.chunk.source, "heading": c.chunk.heading,
              "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text, "supported": c.supported}

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
-from rag.llm import LLMClient
-from rag.prompt import build_messages, condense_messages, load_template, pack_context, refusal_text
+from rag.llm import LLMClient, LLMError
+from rag.prompt import build_messages, condense_messages, load_template, pack_context, refusal_text, translate_messages
 from rag.records import Answer, Citation, Hit
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
@@ -18,6 +18,7 @@ from rag.text import language
 logger = logging.getLogger(__name__)
 
 CONDENSE_MAX_TOKENS = 96
+TRANSLATE_MAX_TOKENS = 128
 
 
 def condense(question: str, history: Sequence[dict], llm: LLMClient, *, settings: Settings) -> str:
@@ -33,6 +34,28 @@ def condense(question: str, history: Sequence[dict], llm: LLMClient, *, settings
     if not rewritten or len(rewritten) > 4 * len(question) + 80:
         return question
     return rewritten
+
+
+def cross_lingual_query(query: str, corpus_language: str, llm: LLMClient, *, settings: Settings) -> str:
+    """`query` plus its translation into the knowledge base's language when the two languages differ.
+
+    The original stays in the query (English terms still match BM25 and the multilingual embedder);
+    a translation that is empty or much longer than the question (an answer, not a translation) is dropped,
+    and an unreachable LLM leaves the query as it is.
+    """
+    if not settings.translate_queries or language(query) == corpus_language:
+        return query
+    try:
+        translated = llm.chat(translate_messages(query, corpus_language), temperature=0.0,
+                              max_tokens=TRANSLATE_MAX_TOKENS).text.strip()
+    except LLMError as e:  # a missing translation only weakens retrieval; the answer step reports the LLM
+        logger.warning("question not translated for retrieval: %s", e)
+        return query
+    translated = " ".join(translated.split())
+    if not translated or len(translated) > 2 * len(query) + 40:
+        logger.info("translation of %r dropped: %r", query, translated[:200])
+        return query
+    return f"{query} {translated}"
 
 
 ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
@@ -87,10 +110,13 @@ def answer(
     t = time.perf_counter()
     standalone = condense(question, history, llm, settings=settings)
     timings["condense"] = (time.perf_counter() - t) * 1000
-    hits = retrieve(standalone, retriever, reranker, settings=settings, timings=timings)
+    t = time.perf_counter()
+    query = cross_lingual_query(standalone, retriever.corpus_language, llm, settings=settings)
+    timings["translate"] = (time.perf_counter() - t) * 1000
+    hits = retrieve(query, retriever, reranker, settings=settings, timings=timings)
     if not hits:
         text = refusal_text(lang, [])
-        return Answer(question, text, [], [], refused=True, standalone_question=standalone, timings_ms=_total(timings, t0))
+        return Answer(question, text, [], [], refused=True, standalone_question=standalone, search_query=query, timings_ms=_total(timings, t0))
 
     sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens, lang=lang)
     asked = standalone if settings.condense_followups else question  # history goes in the prompt too
@@ -102,7 +128,7 @@ def answer(
         if p_yes is not None and p_yes < settings.answerable_min_p:
             logger.info("refusing: P(sources hold the answer) = %.2f", p_yes)
             return Answer(question, refusal_text(lang, _closest(hits)), [], hits, refused=True,
-                          standalone_question=standalone, timings_ms=_total(timings, t0))
+                          standalone_question=standalone, search_query=query, timings_ms=_total(timings, t0))
     t = time.perf_counter()
     stream = llm.stream(messages, temperature=settings.temperature, max_tokens=settings.max_tokens)
     for piece in stream:
@@ -116,7 +142,7 @@ def answer(
 
     if detect_refusal(raw, lang):
         text = refusal_text(lang, _closest(hits))
-        return Answer(question, text, [], hits, refused=True, standalone_question=standalone,
+        return Answer(question, text, [], hits, refused=True, standalone_question=standalone, search_query=query,
                       timings_ms=_total(timings, t0), usage=usage)
     citations, removed, text = parse_citations(raw, sources)
     text, attributed = attribute_citations(text, sources)
@@ -129,7 +155,7 @@ def answer(
         for n in s.cited:
             by_n[n] = by_n.get(n, True) and s.status == "supported"
     citations = [Citation(c.n, c.chunk, supported=by_n.get(c.n, False)) for c in citations]
-    return Answer(question, text, citations, hits, refused=False, standalone_question=standalone,
+    return Answer(question, text, citations, hits, refused=False, standalone_question=standalone, search_query=query,
                   unsupported_sentences=unsupported, removed_citations=removed, attributed_citations=attributed,
                   timings_ms=_total(timings, t0), usage=usage)
 

@@ -270,6 +270,11 @@ def condense_messages(question: str, history: Sequence[dict], lang: str | None =
     return load_template(f"condense.{lang}").messages(history="\n".join(lines), question=question.strip())
 
 
+def translate_messages(question: str, target: str) -> list[dict]:
+    """Messages asking the model to translate a question into `target` ('zh' or 'en')."""
+    return load_template(f"translate.{_lang(target, question)}").messages(question=question.strip())
+
+
 def refusal_text(lang: str, closest: Sequence[str]) -> str:
     """The plain refusal shown to the user, listing the closest sources (e.g. 'title > heading')."""
     none = "（无）" if lang == "zh" else "(none)"

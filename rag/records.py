@@ -75,6 +75,7 @@ class Answer:
     hits: list[Hit]
     refused: bool = False
     standalone_question: str = ""
+    search_query: str = ""  # what retrieval searched for (the standalone question, plus its translation)
     unsupported_sentences: list[str] = field(default_factory=list)
     removed_citations: int = 0
     attributed_citations: int = 0  # markers added by the support check where the model gave none

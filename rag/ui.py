@@ -38,6 +38,7 @@ LABELS: dict[str, dict[str, str]] = {
     "rerank": {"zh": "重排序", "en": "Rerank"},
     "rerank_none": {"zh": "未配置重排序模型（RAG_RERANKER=none）。", "en": "No reranker configured (RAG_RERANKER=none)."},
     "condense": {"zh": "改写追问为独立问题", "en": "Rewrite follow-up questions"},
+    "translate": {"zh": "跨语言提问时译成文档语言再检索", "en": "Also search in the documents' language (translated)"},
     "llm": {"zh": "大模型", "en": "LLM"},
     "llm_ok": {"zh": "在线", "en": "answering"},
     "llm_down": {"zh": "无响应", "en": "not answering"},

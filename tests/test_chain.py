@@ -94,7 +94,41 @@ def test_answerability_check_refuses_before_generating(sample_settings, sample_r
     assert ans.hits and "最接近的资料" in ans.text
 
 
-def test_answerability_check_is_off_for_the_small_embedded_model(sample_settings):
-    assert not sample_settings.model_copy(update={"llm_size": "0.5b"}).check_answerability
-    assert sample_settings.model_copy(update={"llm_size": "1.5b"}).check_answerability
-    assert sample_settings.model_copy(update={"llm_size": "0.5b", "llm_base_url": "http://h/v1"}).check_answerability
+@pytest.mark.parametrize("flag", ["check_answerability", "translate_queries"])
+def test_auto_llm_steps_are_off_for_the_small_embedded_model(sample_settings, flag):
+    assert not getattr(sample_settings.model_copy(update={"llm_size": "0.5b"}), flag)
+    assert getattr(sample_settings.model_copy(update={"llm_size": "1.5b"}), flag)
+    assert getattr(sample_settings.model_copy(update={"llm_size": "0.5b", "llm_base_url": "http://h/v1"}), flag)
+
+
+def test_english_question_over_chinese_kb_is_also_searched_in_chinese(sample_settings, sample_retriever, llm):
+    from rag.chain import cross_lingual_query
+    from rag.text import language
+
+    assert sample_retriever.corpus_language == "zh"
+    question = "How quickly must a P0 incident be responded to?"
+    on = sample_settings.model_copy(update={"query_translation": "on"})
+    query = cross_lingual_query(question, "zh", llm, settings=on)
+    assert query.startswith(question) and language(query[len(question):]) == "zh"
+    assert cross_lingual_query("P0 事故需要多快响应？", "zh", llm, settings=on) == "P0 事故需要多快响应？"
+    for unchanged in ("off", "auto"):  # "auto" is off for the embedded 0.5B model the tests run
+        settings = sample_settings.model_copy(update={"query_translation": unchanged})
+        assert cross_lingual_query(question, "zh", llm, settings=settings) == question
+    ans = answer(question, settings=on, retriever=sample_retriever, llm=llm)
+    assert language(ans.search_query[len(question):]) == "zh" and ans.timings_ms["translate"] > 0
+    assert any("P0" in h.chunk.text for h in ans.hits[:3])
+
+
+def test_a_translation_that_is_really_an_answer_or_missing_is_dropped(sample_settings):
+    from rag.chain import cross_lingual_query
+    from rag.llm import Completion
+
+    class AnsweringModel:  # what a small model sometimes does: answers at length instead of translating
+        def chat(self, messages, **kwargs):
+            return Completion(text="以下是一些建议：" + "首先，了解事故等级。" * 20)
+
+    question = "How quickly must a P0 incident be responded to?"
+    on = sample_settings.model_copy(update={"query_translation": "on"})
+    assert cross_lingual_query(question, "zh", AnsweringModel(), settings=on) == question
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)  # no server: search untranslated
+    assert cross_lingual_query(question, "zh", dead, settings=on) == question

@@ -118,6 +118,7 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
     f1 = None if not item.reference else 0.0 if ans.refused else round(char_f1(plain, item.reference), 4)
     return {
         "id": item.id, "question": item.question, "standalone_question": ans.standalone_question,
+        "search_query": ans.search_query,
         "answer": ans.text, "refused": ans.refused, "answerable": item.answerable, "followup": bool(item.history),
         "retrieved": [h.chunk.id for h in ans.hits[:top]], "first_relevant": first_relevant,
         "citations": citations, "removed_citations": ans.removed_citations,

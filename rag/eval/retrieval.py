@@ -53,15 +53,17 @@ def question_metrics(gains: list[float], ideal: list[float], n_relevant: int) ->
     return row
 
 
-def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJudge, qrels: dict | None, reranker=None, progress: bool = True) -> tuple[dict, list[dict]]:
-    """Run every answerable question through one mode; (summary, per-question rows)."""
+def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJudge, qrels: dict | None, reranker=None,
+                  progress: bool = True, queries: dict[str, str] | None = None) -> tuple[dict, list[dict]]:
+    """Run every answerable question through one mode; (summary, per-question rows). `queries` maps
+    question ids to prepared search queries (e.g. with a translation); else the question plus history."""
     rows, latencies = [], []
     base_mode = "hybrid" if mode == "rerank" else mode
     for item in tqdm(items, desc=mode, disable=not progress):
         if not item.answerable:
             continue
         t = time.perf_counter()
-        query = with_history(item.question, item.history)
+        query = queries[item.id] if queries else with_history(item.question, item.history)
         hits = retriever.search(query, mode=base_mode, k=DEPTH * 3 if qrels is not None else DEPTH)
         if mode == "rerank":
             n = retriever.settings.rerank_candidates
@@ -74,6 +76,8 @@ def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJud
         n_relevant = len([g for g in ideal if g > 0]) if item_qrels is not None else max(1, sum(g > 0 for g in gains))
         row = question_metrics(gains, ideal, n_relevant)
         row.update(id=item.id, mode=mode, top=[h.chunk.id for h in hits[:10]], top_docs=[h.chunk.doc_id for h in hits[:10]])
+        if queries:
+            row["query"] = query
         rows.append(row)
     keys = [f"hit@{k}" for k in CUTOFFS] + ["mrr@10", "ndcg@10", "recall@100"]
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) if rows else 0.0 for k in keys}
