@@ -56,7 +56,7 @@ def ensure_beir_kb(folder: Path, settings, progress: bool) -> None:
 
 
 def translated_queries(items, retriever, settings) -> dict[str, str]:
-    """Each answerable question's search query as the chain builds it with query_translation=auto."""
+    """Each answerable question's search query as the chain builds it with query_translation on."""
     from rag.chain import cross_lingual_query
     from rag.llm import client_from_settings
     from rag.retrieve import with_history
