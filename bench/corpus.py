@@ -89,7 +89,7 @@ def base_chunks(scifact_docs: int) -> tuple[BaseChunk, ...]:
     return tuple(BaseChunk(src, sents, tuple(tokens[s] for s in sents)) for src, sents in split if sents)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _word_tokens(word: str) -> tuple[str, ...]:
     """Tokens of an inserted corpus token read back as text (a stem is not always its own stem)."""
     from rag.text import tokenize

@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 
 from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
 from rag.llm import LLMClient, LLMError
-from rag.prompt import build_messages, condense_messages, load_template, pack_context, refusal_text, translate_messages
+from rag.prompt import (
+    build_messages,
+    condense_messages,
+    load_template,
+    pack_context,
+    refusal_text,
+    translate_messages,
+)
 from rag.records import Answer, Citation, Hit
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
