@@ -155,8 +155,11 @@ def retrieval_settings(settings: Settings, lang: str) -> tuple[Settings, bool]:
             st.caption(ui.label("rerank_none", lang))
         condense = st.toggle(ui.label("condense", lang), value=settings.condense_followups, key="condense")
         translate = st.toggle(ui.label("translate", lang), value=settings.translate_queries, key="translate")
+        extractive = st.toggle(ui.label("extractive_mode", lang), value=settings.answer_mode == "extractive",
+                               key="extractive")
     update = {"retrieval_mode": mode, "top_k": top_k, "fusion": fusion, "condense_followups": condense,
-              "query_translation": "on" if translate else "off"}
+              "query_translation": "on" if translate else "off",
+              "answer_mode": "extractive" if extractive else "generative"}
     return settings.model_copy(update=update), rerank_on and not no_reranker
 
 
@@ -241,18 +244,36 @@ def source_expander(title: str, chunk, hits, spans, lang: str, note: str = "") -
         st.markdown(ui.highlight_html(chunk.text, spans), unsafe_allow_html=True)
 
 
+def render_evidence(sources, lang: str, expanded: bool = False) -> None:
+    """The selected evidence: each numbered source with the sentences the model reads marked."""
+    if not sources:
+        return
+    with st.expander(f"{ui.label('evidence', lang)} ({len(sources)})", expanded=expanded):
+        for source in sources:
+            span = source.span
+            st.markdown(f"**[{source.n}]** {ui.source_title(span, lang)}")
+            st.markdown(ui.highlight_html(span.text, ui.piece_spans(span, source.pieces)), unsafe_allow_html=True)
+
+
 def render_answer(ans, lang: str) -> None:
     """Answer text, unsupported sentences, citations (or closest sources) as expanders."""
+    if ans.notice.startswith("llm_unavailable"):
+        st.info(ui.label("llm_fallback", lang))
+    elif ans.answer_mode == "extractive" and not ans.refused:
+        st.caption(ui.label("extractive", lang))
     if ans.refused:
         st.warning(f"{ui.label('refused', lang)} / {ui.label('refused', 'en' if lang == 'zh' else 'zh')}")
+        if ans.refusal_reason == "unsupported" and ans.draft:
+            st.caption(ui.label("draft_unsupported", lang))
+            st.text(ans.draft)
     else:
-        st.markdown(ans.text)
+        st.markdown(ui.safe_markdown(ans.text))
     if getattr(ans, "attributed_citations", 0):
         st.caption(ui.label("attributed", lang).format(n=ans.attributed_citations))
-    if ans.unsupported_sentences:
-        st.warning(ui.label("unsupported", lang) + "\n" + "\n".join(f"- {s}" for s in ans.unsupported_sentences))
+    if ans.unsupported_sentences and not ans.refused:
+        st.warning(ui.label("unsupported", lang) + "\n" + "\n".join(f"- {ui.safe_markdown(s)}" for s in ans.unsupported_sentences))
     for c in [] if ans.refused else ans.citations:
-        spans = ui.highlight_spans(c.chunk.text, ui.citing_sentences(ans.text, c.n))
+        spans = ui.piece_spans(c.chunk, c.pieces) or ui.highlight_spans(c.chunk.text, ui.citing_sentences(ans.text, c.n))
         note = "" if c.supported else "⚠ " + ui.label("unsupported_cite", lang)
         if not spans:
             note = (note + " " + ui.label("no_overlap", lang)).strip()
@@ -264,8 +285,9 @@ def render_answer(ans, lang: str) -> None:
             source_expander(title, hit.chunk, [hit], [], lang)
     timings = ans.timings_ms
     if timings.get("total"):
+        evidence = f" · {ui.label('evidence_time', lang)} {timings['evidence'] / 1000:.1f} s" if "evidence" in timings else ""
         first = f" · {ui.label('first_token', lang)} {timings['first_token'] / 1000:.1f} s" if "first_token" in timings else ""
-        st.caption(f"{ui.label('total_time', lang)} {timings['total'] / 1000:.1f} s{first}")
+        st.caption(f"{ui.label('total_time', lang)} {timings['total'] / 1000:.1f} s{evidence}{first}")
 
 
 def render_message(message: dict, lang: str) -> None:
@@ -274,6 +296,7 @@ def render_message(message: dict, lang: str) -> None:
         st.error(message["error"])
     elif message.get("answer") is not None:
         render_answer(message["answer"], lang)
+        render_evidence(message["answer"].evidence, lang)
     else:
         st.markdown(message["content"])
 
@@ -286,11 +309,16 @@ def ask(question: str, version: str | None, settings: Settings, rerank_on: bool,
     history = [{"role": m["role"], "content": m["content"]} for m in st.session_state.messages
                if m.get("content") and not m.get("error")]
     placeholder = st.empty()
+    evidence_box = st.empty()
     parts: list[str] = []
+
+    def on_evidence(sources) -> None:  # shown before the LLM starts
+        with evidence_box.container():
+            render_evidence(sources, lang, expanded=True)
 
     def on_token(piece: str) -> None:
         parts.append(piece)
-        placeholder.markdown("".join(parts) + "▌")
+        placeholder.markdown(ui.safe_markdown("".join(parts)) + "▌")
 
     try:
         if version is None or kb_error is not None:
@@ -299,7 +327,7 @@ def ask(question: str, version: str | None, settings: Settings, rerank_on: bool,
         reranker = get_reranker(key_of(settings, RERANKER_FIELDS), settings) if rerank_on else None
         request = get_retriever(str(settings.index_dir), settings.kb, version, settings.model_dump_json(), settings)
         ans = answer(question, history, settings=settings, retriever=request, llm=llm, reranker=reranker,
-                     on_token=on_token)
+                     on_token=on_token, on_evidence=on_evidence)
         message = {"role": "assistant", "content": ans.text, "answer": ans}
     except Exception as e:  # noqa: BLE001 - every failure becomes a readable message
         logger.warning("question failed: %s", e, exc_info=True)
@@ -307,6 +335,7 @@ def ask(question: str, version: str | None, settings: Settings, rerank_on: bool,
             get_llm.clear()  # an embedded server that died is restarted on the next question
             llm_health.clear()
         message = {"role": "assistant", "content": "", "error": ui.error_message(e, lang, settings.kb)}
+    evidence_box.empty()
     with placeholder.container():
         render_message(message, lang)
     return message

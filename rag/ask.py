@@ -36,16 +36,24 @@ def answer_json(ans) -> dict:
         "refused": ans.refused,
         "standalone_question": ans.standalone_question,
         "search_query": ans.search_query,
+        "refusal_reason": ans.refusal_reason,
+        "answer_mode": ans.answer_mode,
+        "notice": ans.notice,
+        "answerable_p": ans.answerable_p,
         "citations": [
             {"n": c.n, "doc_id": c.chunk.doc_id, "source": c.chunk.source, "heading": c.chunk.heading,
-             "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text, "supported": c.supported}
+             "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text, "supported": c.supported,
+             "evidence": c.quotes()}
             for c in ans.citations
         ],
+        "evidence": [{"n": s.n, "doc_id": s.doc_id, "heading": s.heading, "text": s.text,
+                      "pieces": [list(p) for p in s.pieces]} for s in ans.evidence],
         "unsupported_sentences": ans.unsupported_sentences,
         "removed_citations": ans.removed_citations,
         "hits": [{**{k: v for k, v in asdict(h).items() if k != "chunk"}, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
                   "heading": h.chunk.heading, "text": h.chunk.text} for h in ans.hits],
-        "timings_ms": {k: ans.timings_ms.get(k, 0.0) for k in ("retrieve", "rerank", "first_token", "total")} | ans.timings_ms,
+        "timings_ms": {k: ans.timings_ms.get(k, 0.0) for k in ("retrieve", "rerank", "evidence", "first_token", "total")}
+        | ans.timings_ms,
         "usage": ans.usage,
     }
 
@@ -58,7 +66,11 @@ def print_sources(ans, out=None) -> None:
         for c in ans.citations:
             flag = "" if c.supported else "  (not supported by the cited text)"
             print(f"  [{c.n}] {c.chunk.doc_id}  {c.chunk.heading}  chars {c.chunk.start}-{c.chunk.end}{flag}", file=out)
-    elif ans.hits:
+    if ans.unsupported_sentences:
+        print("\nRemoved (not supported by the cited sources):", file=out)
+        for sentence in ans.unsupported_sentences:
+            print(f"  - {sentence}", file=out)
+    if not ans.citations and ans.hits:
         print("\nClosest sources:", file=out)
         for h in ans.hits[:3]:
             print(f"  - {h.chunk.doc_id}  {h.chunk.heading}", file=out)
@@ -84,19 +96,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stream = not args.json and not args.no_stream
     on_token = (lambda piece: print(piece, end="", flush=True)) if stream else None
+
+    def on_evidence(sources) -> None:  # printed before the LLM starts
+        print("Evidence:")
+        for s in sources:
+            print(f"  [{s.n}] {s.doc_id}  {s.heading}\n      {' '.join(s.text.split())}")
+        print(flush=True)
+
     try:
         ans = answer(args.question, settings=settings, retriever=retriever, llm=llm,
-                     reranker=load_reranker(settings), on_token=on_token)
+                     reranker=load_reranker(settings), on_token=on_token, on_evidence=on_evidence if stream else None)
     except LLMError as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(answer_json(ans), ensure_ascii=False, indent=1))
         return 0
+    if ans.notice:
+        print(f"note: {ans.notice} - answered with the evidence sentences", file=sys.stderr)
     if stream:
         print()
-        if ans.refused or ans.removed_citations:  # the shown text differs from the raw stream
-            print("\n" + ans.text)
+        if ans.refused or ans.removed_citations or ans.unsupported_sentences or ans.answer_mode == "extractive":
+            print("\n" + ans.text)  # the shown text differs from the raw stream
     else:
         print(ans.text)
     print_sources(ans)

@@ -1,14 +1,26 @@
-"""The answer chain, top to bottom: condense -> retrieve -> rerank -> pack -> prompt -> generate -> cite."""
+"""The answer chain, top to bottom.
+
+question -> condense follow-up -> translate (cross-lingual) -> retrieve -> rerank -> select evidence
+(reported at once) -> refuse on weak evidence -> answerability check -> generate (streamed) ->
+parse [n] -> attribute -> support check (invented facts refuse or are removed) -> Answer.
+
+With `answer_mode = "extractive"`, or when the LLM cannot be reached, the best evidence sentences
+are the answer.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
-from rag.llm import LLMClient, LLMError
+from rag.evidence import Evidence, select_evidence
+from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
 from rag.prompt import (
+    Source,
     build_messages,
     condense_messages,
     load_template,
@@ -26,6 +38,33 @@ logger = logging.getLogger(__name__)
 
 CONDENSE_MAX_TOKENS = 96
 TRANSLATE_MAX_TOKENS = 128
+ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
+
+
+class Stopwatch:
+    """Per-stage milliseconds of one question: `with clock.stage("x")` adds, `mark("x")` stamps time since start."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t) * 1000
+
+    def mark(self, name: str) -> None:
+        self.ms.setdefault(name, (time.perf_counter() - self.t0) * 1000)
+
+    def totals(self) -> dict[str, float]:
+        self.ms["total"] = (time.perf_counter() - self.t0) * 1000
+        return {k: round(v, 1) for k, v in self.ms.items()}
+
+
+# --- query --------------------------------------------------------------------------------------
 
 
 def condense(question: str, history: Sequence[dict], llm: LLMClient, *, settings: Settings) -> str:
@@ -65,7 +104,66 @@ def cross_lingual_query(query: str, corpus_language: str, llm: LLMClient, *, set
     return f"{query} {translated}"
 
 
-ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
+def retrieve(question: str, retriever: Retriever, reranker: Reranker | None, *, settings: Settings,
+             clock: Stopwatch) -> list[Hit]:
+    """The top_k hits for the prompt, reranked when a reranker is configured."""
+    depth = max(settings.top_k, settings.rerank_candidates) if reranker else settings.top_k
+    with clock.stage("retrieve"):
+        hits = retriever.search(question, k=depth)
+    if reranker and hits:
+        with clock.stage("rerank"):
+            hits = rerank(reranker, question, hits)
+    return hits[: settings.top_k]
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """What retrieval found for one question, before any generation."""
+
+    standalone: str  # the question as searched (a follow-up with its context)
+    query: str  # plus its translation, when there is one
+    hits: list[Hit]
+    sources: list[Source]
+    evidence: Evidence | None  # None with whole-chunk packing
+
+
+def find(question: str, history: Sequence[dict], *, settings: Settings, retriever: Retriever, llm: LLMClient,
+         reranker: Reranker | None, clock: Stopwatch) -> Found:
+    """Condense, translate, retrieve, rerank, and pack the sources the answer will be built from."""
+    with clock.stage("condense"):
+        standalone = condense(question, history, llm, settings=settings)
+    with clock.stage("translate"):
+        query = cross_lingual_query(standalone, retriever.corpus_language, llm, settings=settings)
+    hits = retrieve(query, retriever, reranker, settings=settings, clock=clock)
+    evidence = None
+    with clock.stage("select"):
+        if not hits:
+            sources = []
+        elif settings.context_packing == "evidence" or settings.answer_mode == "extractive":
+            evidence = select_evidence(query, hits, documents=retriever.state.documents, embedder=retriever.embedder,
+                                       budget_tokens=settings.evidence_tokens, bm25=retriever.state.bm25)
+            sources = evidence.sources
+        else:
+            sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens,
+                                   lang=language(question))
+    return Found(standalone, query, hits, sources, evidence)
+
+
+def extractive_text(evidence: Evidence, sources: Sequence[Source], n_sentences: int) -> str:
+    """The best evidence sentences, best first, each followed by the marker of its source."""
+    number = {(piece, s.doc_id): s.n for s in sources for piece in s.pieces}
+    lines = []
+    for sentence in evidence.picked[:n_sentences]:
+        n = number.get(((sentence.start, sentence.end), sentence.doc_id))
+        if n is not None:
+            lines.append(f"{sentence.text.strip()} [{n}]")
+    return "\n\n".join(lines)
+
+
+# --- generation ---------------------------------------------------------------------------------
 
 
 def answerable_probability(messages: list[dict], llm: LLMClient, lang: str) -> float | None:
@@ -82,21 +180,45 @@ def answerable_probability(messages: list[dict], llm: LLMClient, lang: str) -> f
     return probs[yes] / total if total > 0.05 else None
 
 
-def retrieve(question: str, retriever: Retriever, reranker: Reranker | None, *, settings: Settings, timings: dict) -> list[Hit]:
-    """The top_k hits for the prompt, reranked when a reranker is configured."""
-    depth = max(settings.top_k, settings.rerank_candidates) if reranker else settings.top_k
-    t = time.perf_counter()
-    hits = retriever.search(question, k=depth)
-    timings["retrieve"] = (time.perf_counter() - t) * 1000
-    if reranker and hits:
-        t = time.perf_counter()
-        hits = rerank(reranker, question, hits)
-        timings["rerank"] = (time.perf_counter() - t) * 1000
-    return hits[: settings.top_k]
-
-
 def _closest(hits: Sequence[Hit], n: int = 3) -> list[str]:
     return [f"{h.chunk.doc_id}" + (f" > {h.chunk.heading}" if h.chunk.heading else "") for h in hits[:n]]
+
+
+def _cite(text: str, sources: Sequence[Source], embed: Callable) -> tuple[str, list[Citation], dict]:
+    """Resolve markers, attribute uncited sentences, check support; unsupported sentences leave the text.
+
+    Returns (text, citations, facts) where facts holds removed/attributed counts and the unsupported
+    sentences, and `key_unsupported` when the first cited sentence (the answer's key claim) or every
+    cited sentence is unsupported.
+    """
+    citations, removed, text = parse_citations(text, sources)
+    text, attributed = attribute_citations(text, sources, embed=embed)
+    if attributed:
+        citations, _, text = parse_citations(text, sources)
+    support = support_check(text, sources, embed=embed)
+    cited = [s for s in support if s.status != "uncited"]
+    unsupported = [s for s in cited if s.status == "unsupported"]
+    key_unsupported = bool(cited) and (cited[0].status == "unsupported" or len(unsupported) == len(cited))
+    for s in unsupported:  # shown apart, never as cited fact
+        text = text.replace(s.text, "", 1)
+    text = "\n".join(line.rstrip() for line in text.strip().splitlines()).strip()
+    citations, _, text = parse_citations(text, sources)
+    by_n: dict[int, bool] = {}
+    for s in support:
+        for n in s.cited:
+            by_n[n] = by_n.get(n, True) and s.status == "supported"
+    citations = [Citation(c.n, c.chunk, supported=by_n.get(c.n, True), pieces=_pieces(sources, c.n))
+                 for c in citations]
+    facts = {"removed": removed, "attributed": attributed, "unsupported": [s.text for s in unsupported],
+             "key_unsupported": key_unsupported}
+    return text, citations, facts
+
+
+def _pieces(sources: Sequence[Source], n: int) -> tuple[tuple[int, int], ...]:
+    return next((s.pieces for s in sources if s.n == n), ())
+
+
+# --- the chain ----------------------------------------------------------------------------------
 
 
 def answer(
@@ -108,65 +230,80 @@ def answer(
     llm: LLMClient,
     reranker: Reranker | None = None,
     on_token: Callable[[str], None] | None = None,
-    embed: Callable[[list[str]], object] | None = None,
+    on_evidence: Callable[[list[Source]], None] | None = None,
 ) -> Answer:
-    """Answer `question` from the knowledge base, with citations, or refuse plainly."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    """Answer `question` from the knowledge base, with citations, or refuse plainly.
+
+    `on_evidence` is called with the selected sources as soon as they exist (before any LLM token);
+    `on_token` with each piece of the streamed answer.
+    """
+    clock = Stopwatch()
     lang = language(question)
-    t = time.perf_counter()
-    standalone = condense(question, history, llm, settings=settings)
-    timings["condense"] = (time.perf_counter() - t) * 1000
-    t = time.perf_counter()
-    query = cross_lingual_query(standalone, retriever.corpus_language, llm, settings=settings)
-    timings["translate"] = (time.perf_counter() - t) * 1000
-    hits = retrieve(query, retriever, reranker, settings=settings, timings=timings)
-    if not hits:
-        text = refusal_text(lang, [])
-        return Answer(question, text, [], [], refused=True, standalone_question=standalone, search_query=query, timings_ms=_total(timings, t0))
+    found = find(question, history, settings=settings, retriever=retriever, llm=llm, reranker=reranker, clock=clock)
+    clock.mark("evidence")
+    if on_evidence:
+        on_evidence(found.sources)
+    score = found.evidence.top_score if found.evidence else None
 
-    sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens, lang=lang)
-    asked = standalone if settings.condense_followups else question  # history goes in the prompt too
-    messages = build_messages(asked, sources, history, lang=lang, history_turns=settings.history_turns)
-    if settings.check_answerability:
-        t = time.perf_counter()
-        p_yes = answerable_probability(messages, llm, lang)
-        timings["check"] = (time.perf_counter() - t) * 1000
-        if p_yes is not None and p_yes < settings.answerable_min_p:
-            logger.info("refusing: P(sources hold the answer) = %.2f", p_yes)
-            return Answer(question, refusal_text(lang, _closest(hits)), [], hits, refused=True,
-                          standalone_question=standalone, search_query=query, timings_ms=_total(timings, t0))
-    t = time.perf_counter()
-    stream = llm.stream(messages, temperature=settings.temperature, max_tokens=settings.max_tokens)
-    for piece in stream:
-        if "first_token" not in timings:
-            timings["first_token"] = (time.perf_counter() - t0) * 1000
-        if on_token:
-            on_token(piece)
-    timings["generate"] = (time.perf_counter() - t) * 1000
-    raw = stream.text
-    usage = {"prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens}
+    def result(text: str = "", citations=(), *, refused: str = "", mode: str = settings.answer_mode,
+               sources: list[Source] | None = None, **extra) -> Answer:
+        if refused:
+            text = refusal_text(lang, _closest(found.hits))
+        return Answer(question, text, list(citations), found.hits, refused=bool(refused), refusal_reason=refused,
+                      standalone_question=found.standalone, search_query=found.query,
+                      evidence=found.sources if sources is None else sources,
+                      evidence_score=score, answer_mode=mode, timings_ms=clock.totals(), **extra)
 
-    if detect_refusal(raw, lang):
-        text = refusal_text(lang, _closest(hits))
-        return Answer(question, text, [], hits, refused=True, standalone_question=standalone, search_query=query,
-                      timings_ms=_total(timings, t0), usage=usage)
-    citations, removed, text = parse_citations(raw, sources)
-    text, attributed = attribute_citations(text, sources)
-    if attributed:
-        citations, _, text = parse_citations(text, sources)
-    support = support_check(text, sources, embed=embed)
-    unsupported = [s.text for s in support if s.status == "unsupported"]
-    by_n = {}
-    for s in support:
-        for n in s.cited:
-            by_n[n] = by_n.get(n, True) and s.status == "supported"
-    citations = [Citation(c.n, c.chunk, supported=by_n.get(c.n, False)) for c in citations]
-    return Answer(question, text, citations, hits, refused=False, standalone_question=standalone, search_query=query,
-                  unsupported_sentences=unsupported, removed_citations=removed, attributed_citations=attributed,
-                  timings_ms=_total(timings, t0), usage=usage)
+    if not found.sources:
+        return result(refused="no_hits")
+    if score is not None and score < settings.evidence_min_score:
+        logger.info("refusing: best evidence score %.3f < %.3f", score, settings.evidence_min_score)
+        return result(refused="weak_evidence")
+    if settings.answer_mode == "extractive":
+        return _extractive(found.evidence, result, settings)
+
+    asked = found.standalone if settings.condense_followups else question  # history goes in the prompt too
+    messages = build_messages(asked, found.sources, history, lang=lang, history_turns=settings.history_turns)
+    p_yes = None
+    try:
+        if settings.check_answerability:
+            with clock.stage("check"):
+                p_yes = answerable_probability(messages, llm, lang)
+            if p_yes is not None and p_yes < settings.answerable_min_p:
+                logger.info("refusing: P(sources hold the answer) = %.2f", p_yes)
+                return result(refused="check", answerable_p=p_yes)
+        with clock.stage("generate"):
+            stream = llm.stream(messages, temperature=settings.temperature, max_tokens=settings.max_tokens)
+            for piece in stream:
+                clock.mark("first_token")
+                if on_token:
+                    on_token(piece)
+    except LLMUnavailable as e:
+        logger.warning("LLM unreachable, answering with the evidence sentences: %s", e)
+        evidence = found.evidence or select_evidence(
+            found.query, found.hits, documents=retriever.state.documents, embedder=retriever.embedder,
+            budget_tokens=settings.evidence_tokens, bm25=retriever.state.bm25)
+        return _extractive(evidence, result, settings, notice=f"llm_unavailable: {e}")
+    usage = {"prompt_tokens": stream.prompt_tokens or _estimate(messages), "completion_tokens": stream.completion_tokens}
+
+    if detect_refusal(stream.text, lang):
+        return result(refused="model", answerable_p=p_yes, usage=usage, draft=stream.text)
+    text, citations, facts = _cite(stream.text, found.sources, retriever.embedder.encode_queries)
+    if facts["key_unsupported"] or not text:
+        logger.info("refusing: the answer's key claim is not supported by its sources")
+        return result(refused="unsupported", answerable_p=p_yes, usage=usage, draft=stream.text,
+                      unsupported_sentences=facts["unsupported"])
+    return result(text, citations, answerable_p=p_yes, usage=usage, unsupported_sentences=facts["unsupported"],
+                  removed_citations=facts["removed"], attributed_citations=facts["attributed"])
 
 
-def _total(timings: dict, t0: float) -> dict:
-    timings["total"] = (time.perf_counter() - t0) * 1000
-    return {k: round(v, 1) for k, v in timings.items()}
+def _extractive(evidence: Evidence, result: Callable[..., Answer], settings: Settings, notice: str = "") -> Answer:
+    """The answer made of the best evidence sentences, their sources cited (no LLM)."""
+    text = extractive_text(evidence, evidence.sources, settings.extractive_sentences)
+    citations, _, text = parse_citations(text, evidence.sources)
+    citations = [Citation(c.n, c.chunk, pieces=_pieces(evidence.sources, c.n)) for c in citations]
+    return result(text, citations, mode="extractive", notice=notice, sources=evidence.sources)
+
+
+def _estimate(messages: Sequence[dict]) -> int:
+    return sum(estimate_tokens(m["content"]) for m in messages)

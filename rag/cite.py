@@ -21,10 +21,10 @@ import numpy as np
 
 from rag.prompt import Source
 from rag.records import Citation
-from rag.text import language, normalize, tokenize
+from rag.text import CITATION_MARK, SENTENCE, glossary_equivalents, language, normalize, tokenize
 
 SUPPORT_THRESHOLD = 0.5
-COSINE_THRESHOLD = 0.85
+COSINE_THRESHOLD = 0.84
 
 REFUSAL_SENTINELS = {"zh": "无法回答", "en": "NOT_IN_DOCUMENTS"}
 # Phrases about the documents themselves: a refusal whenever the text is short.
@@ -40,11 +40,9 @@ _WEAK_REFUSAL_PHRASES = (
 )
 _REFUSAL_MAX_CHARS = {"zh": 80, "en": 240}  # longer texts with such a phrase are real answers
 
-# [1]  [1, 2]  [1，2、3]  【1】  ［1］  [1-3]
-_MARK = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*(?:[,，、;；]|-|–)\s*\d{1,3})*)\s*[\]】］]")
+_MARK = CITATION_MARK
 _NUM = re.compile(r"\d{1,3}|[-–]")
 _MARKS_RUN = re.compile(rf"^(?:\s*{_MARK.pattern})+")
-_SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|(?<!\d)\.(?=\s|$)|\n|$)", re.S)
 _CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
 
@@ -58,6 +56,7 @@ class SentenceSupport:
     lexical: float  # share of content tokens / CJK bigrams found in the cited text
     cosine: float | None  # best embedding cosine to a cited source, when an embedder was given
     status: str  # "supported" | "unsupported" | "uncited"
+    missing: tuple[str, ...] = ()  # numbers / named terms the cited text does not contain
 
     @property
     def supported(self) -> bool:
@@ -91,11 +90,18 @@ def strip_markers(text: str) -> str:
     return _MARK.sub("", text)
 
 
+# "[source 2]", "[资料2]" are markers in words; "[1][P1]" leaves debris after a real marker.
+_WORDED_MARK = re.compile(r"[\[【［]\s*(?:source|src|ref|doc|资料|来源|文档|参考)\s*(\d{1,3})\s*[\]】］]", re.I)
+_DEBRIS = re.compile(r"(?<=[\]】］])\s*[\[【［]\s*[A-Za-z]{1,3}\s*\d{1,3}\s*[\]】］]")
+
+
 def parse_citations(answer_text: str, sources: Sequence[Source]) -> tuple[list[Citation], int, str]:
     """(one Citation per cited source in order of first use, invalid numbers removed, cleaned text).
 
-    Valid markers are rewritten as `[n]` each; numbers that name no source are dropped and counted.
+    Valid markers are rewritten as `[n]` each; numbers that name no source are dropped and counted;
+    markers in words become numbers and letter-number debris right after a marker is dropped.
     """
+    answer_text = _DEBRIS.sub("", _WORDED_MARK.sub(r"[\1]", answer_text))
     by_n = {s.n: s for s in sources}
     removed = 0
     order: list[int] = []
@@ -118,7 +124,7 @@ def parse_citations(answer_text: str, sources: Sequence[Source]) -> tuple[list[C
 def split_sentences(text: str) -> list[str]:
     """Sentences on Chinese and English end punctuation; markers after the stop stay with it."""
     out: list[str] = []
-    for piece in (m.group(0) for m in _SENTENCE.finditer(text)):
+    for piece in (m.group(0) for m in SENTENCE.finditer(text)):
         lead = _MARKS_RUN.match(piece)
         if lead and out:  # "句子。[1]" - the marker belongs to the sentence before
             out[-1] += lead.group(0)
@@ -149,22 +155,161 @@ def lexical_support(sentence: str, cited_text: str) -> float:
     return max(token_share, gram_share)
 
 
+# --- facts that must be in the cited text ----------------------------------------------------
+
+_ARABIC = re.compile(r"(?<![A-Za-z\d.])\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
+_ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
+_ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_ZH_UNITS = {"十": 10, "百": 100, "千": 1000}
+_ZH_BIG = {"万": 10_000, "亿": 100_000_000}
+_EN_NUMBERS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+                                                      "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100}
+_EN_NUMBER_WORDS = re.compile(r"\b(?:" + "|".join(_EN_NUMBERS) + r")(?:[- ](?:" + "|".join(_EN_NUMBERS) + r"))*\b", re.I)
+# A Chinese numeral or English number word is a checked fact only before a unit ("两小时", "four minutes"):
+# elsewhere ("一种", "one of") it is grammar, not a quantity.
+_UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|岁|元|次|层|页|万|亿|%|％|个百分点|"
+                         r"minutes?|hours?|seconds?|days?|weeks?|months?|years?|times|percent|pages?|layers?)", re.I)
+_LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
+_LEADING_ENUM = re.compile(r"^\s*(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
+# Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
+_COMMON_CAPITALIZED = frozenset(
+    "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
+    "as is are was were be so also both each every all some any according however therefore chinese english "
+    "note notes source sources document documents answer question step first second third finally then".split())
+
+
+def _zh_number(numeral: str) -> int | None:
+    """'十五' -> 15, '两' -> 2, '三百二十' -> 320, '一千' -> 1000, '1' digits per char ('二〇二三') -> 2023."""
+    if all(ch in _ZH_DIGITS for ch in numeral):
+        return int("".join(str(_ZH_DIGITS[ch]) for ch in numeral))
+    total, section, digit = 0, 0, None
+    for ch in numeral:
+        if ch in _ZH_DIGITS:
+            digit = _ZH_DIGITS[ch]
+        elif ch in _ZH_UNITS:
+            section += (1 if digit is None else digit) * _ZH_UNITS[ch]
+            digit = None
+        elif ch in _ZH_BIG:
+            total += (section + (digit or 0)) * _ZH_BIG[ch]
+            section, digit = 0, None
+    return total + section + (digit or 0)
+
+
+def _en_number(words: str) -> int:
+    """'thirty-two' -> 32, 'four' -> 4, 'two hundred' -> 200."""
+    value = 0
+    for word in re.split(r"[- ]", words.lower()):
+        n = _EN_NUMBERS[word]
+        value = value * n if n == 100 and value else value + n
+    return value
+
+
+def _arabic(text: str) -> str:
+    """'8,000' -> '8000', '2.0' -> '2', '10 万' -> '100000' ('10 729' is joined by the caller)."""
+    value = text.replace(",", "").rstrip()
+    scale = _ZH_BIG.get(value[-1], 1)
+    value = value.rstrip("万亿").rstrip()
+    if scale > 1:
+        number = float(value) * scale
+        return str(int(number)) if number.is_integer() else str(number)
+    if "." in value:
+        value = value.rstrip("0").rstrip(".")
+    return value
+
+
+def numbers_in(text: str, *, quantities_only: bool = False) -> set[str]:
+    """The numbers `text` states, as canonical strings: digits, Chinese numerals, English number words.
+
+    With `quantities_only`, Chinese numerals and English number words count only before a unit.
+    """
+    text = normalize(text)
+    found = {_arabic(m.group(0)) for m in _ARABIC.finditer(re.sub(r"(?<=\d) (?=\d{3}\b)", "", text))}
+    for pattern, convert in ((_ZH_NUMERAL, _zh_number), (_EN_NUMBER_WORDS, _en_number)):
+        for m in pattern.finditer(text):
+            if quantities_only and not _UNIT_AFTER.match(text, m.end()):
+                continue
+            value = convert(m.group(0))
+            if value is not None:
+                found.add(str(value))
+    return found
+
+
+def _is_term(word: str) -> bool:
+    """A word part that names something by itself: a digit or a capital in it ('CPU', 'v2'), not 'only'."""
+    return any(ch.isdigit() or ch.isupper() for ch in word)
+
+
+def salient_terms(sentence: str) -> set[str]:
+    """Latin-script terms that name something: with a digit, inner capitals, all capitals, or a capital mid-sentence."""
+    terms = set()
+    for i, m in enumerate(_LATIN_TERM.finditer(sentence)):
+        word = m.group(0)
+        inner_capital = any(ch.isupper() for ch in word[1:])
+        named = word[0].isupper() and (i > 0 or m.start() > 0) and word.lower() not in _COMMON_CAPITALIZED
+        if any(ch.isdigit() for ch in word) or inner_capital or named:
+            terms.add(word)
+    return terms
+
+
+def _term_found(term: str, cited: str) -> bool:
+    """A term is found in the lower-cased cited text as itself, singular, by its glossary equivalents,
+    or (a compound such as 'cpu-only') by each of its parts that is a term itself."""
+    lower = term.lower()
+    variants = {lower, lower.rstrip("s"), lower.removesuffix("'s")}
+    if any(v and re.search(rf"(?<![a-z0-9]){re.escape(v)}(?![a-z0-9])", cited) for v in variants):
+        return True
+    if any(eq in cited for v in variants for eq in glossary_equivalents(v)):
+        return True
+    parts = [p for p in re.split(r"[-+._/]", term) if p]
+    return len(parts) > 1 and all(_term_found(p, cited) for p in parts if _is_term(p))
+
+
+def missing_facts(sentence: str, cited_text: str) -> list[str]:
+    """Numbers and named terms of `sentence` that the cited text does not contain (marker numbers ignored)."""
+    plain = _LEADING_ENUM.sub("", strip_markers(normalize(sentence)))
+    cited = normalize(cited_text)
+    have = numbers_in(cited)
+    missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)
+    cited_lower = cited.lower()
+    missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, cited_lower))
+    return missing
+
+
+# --- the check -------------------------------------------------------------------------------
+
+
 def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:
     vectors = np.asarray(embed(sentences + texts), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     return vectors[: len(sentences)] @ vectors[len(sentences):].T
 
 
+def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *,
+                   threshold: float = SUPPORT_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> tuple[float, list[str], bool]:
+    """(lexical support, missing facts, supported) of one sentence against the text it cites.
+
+    A number or named term the cited text lacks makes the sentence unsupported whatever its overlap;
+    otherwise enough lexical overlap or a high enough embedding cosine (which works across languages)
+    makes it supported.
+    """
+    lexical = lexical_support(sentence, cited_text)
+    missing = missing_facts(sentence, cited_text)
+    ok = not missing and (lexical >= threshold or (cosine is not None and cosine >= cosine_threshold))
+    return lexical, missing, ok
+
+
 def support_check(answer_text: str, sources: Sequence[Source], *,
                   embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
                   threshold: float = SUPPORT_THRESHOLD,
                   cosine_threshold: float = COSINE_THRESHOLD) -> list[SentenceSupport]:
-    """Per sentence: its citations, lexical (and optional embedding) support, and a status."""
+    """Per sentence: its citations, lexical (and optional embedding) support, missing facts and a status."""
     by_n = {s.n: s for s in sources}
     sentences = split_sentences(answer_text)
     cited = [tuple(n for n in dict.fromkeys(marker_numbers(s)) if n in by_n) for s in sentences]
     cos = None
-    if embed is not None and sources:
+    if embed is not None and sources and sentences:
         order = [s.n for s in sources]
         cos = _cosines([strip_markers(s) for s in sentences], [s.text for s in sources], embed)
     out = []
@@ -173,11 +318,11 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
             out.append(SentenceSupport(sentence, (), 0.0, None, "uncited"))
             continue
         cited_text = "\n".join(by_n[n].text for n in numbers)
-        lexical = lexical_support(sentence, cited_text)
         best_cos = float(max(cos[i, order.index(n)] for n in numbers)) if cos is not None else None
-        ok = lexical >= threshold or (best_cos is not None and best_cos >= cosine_threshold)
+        lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, threshold=threshold,
+                                              cosine_threshold=cosine_threshold)
         out.append(SentenceSupport(sentence, numbers, round(lexical, 3), best_cos,
-                                   "supported" if ok else "unsupported"))
+                                   "supported" if ok else "unsupported", tuple(missing)))
     return out
 
 
@@ -198,13 +343,31 @@ def detect_refusal(text: str, lang: str | None = None) -> bool:
 
 
 def attribute_citations(answer_text: str, sources: Sequence[Source], *,
-                        threshold: float = SUPPORT_THRESHOLD) -> tuple[str, int]:
+                        embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
+                        threshold: float = SUPPORT_THRESHOLD,
+                        cosine_threshold: float = COSINE_THRESHOLD) -> tuple[str, int]:
     """Give each uncited sentence the marker of the source that supports it best, if any does.
 
-    Small models often answer from the sources without writing `[n]`. A marker is added only
-    where the lexical support of the sentence by that source reaches `threshold`, so every
-    added citation is backed by overlap the reader can check. Returns (text, markers added).
+    Small models often answer from the sources without writing `[n]`. A marker is added only where
+    that source passes the support check for the sentence (`judge_sentence`: no missing number or
+    name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
+    languages), so every added citation is one the reader can check. Returns (text, markers added).
     """
+    sentences = [s for s in split_sentences(answer_text) if not marker_numbers(s)]
+    if not sentences or not sources:
+        return answer_text, 0
+    cos = _cosines([strip_markers(s) for s in sentences], [s.text for s in sources], embed) if embed else None
+    best: dict[str, int] = {}
+    for i, sentence in enumerate(sentences):
+        verdicts = []
+        for j, source in enumerate(sources):
+            c = float(cos[i, j]) if cos is not None else None
+            lexical, _, ok = judge_sentence(sentence, source.text, c, threshold=threshold,
+                                            cosine_threshold=cosine_threshold)
+            verdicts.append((ok, max(lexical, c or 0.0), source.n))
+        ok, _, n = max(verdicts)
+        if ok:
+            best[sentence] = n
     out, cursor, added = [], 0, 0
     for sentence in split_sentences(answer_text):
         at = answer_text.find(sentence, cursor)
@@ -213,11 +376,8 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
         end = at + len(sentence)
         out.append(answer_text[cursor:end])
         cursor = end
-        if marker_numbers(sentence) or not sources:
-            continue
-        best = max(sources, key=lambda s: lexical_support(sentence, s.text))
-        if lexical_support(sentence, best.text) >= threshold:
-            out.append(f"[{best.n}]")
+        if sentence in best:
+            out.append(f"[{best[sentence]}]")
             added += 1
     out.append(answer_text[cursor:])
     return "".join(out), added

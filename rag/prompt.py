@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.records import Chunk, Hit
-from rag.text import language
+from rag.text import CITATION_MARK, language
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,6 @@ HISTORY_CHARS = 600  # each earlier message is cut to this many characters in th
 
 _VARIABLES = re.compile(r"^\s*<!--\s*variables:(.*?)-->\s*\n", re.S)
 _ROLE = re.compile(r"^<!--\s*role:\s*(system|user|assistant)\s*-->\s*$", re.M)
-_CITE_MARK = re.compile(r"\s*[\[【]\s*\d{1,3}(?:\s*[,，、]\s*\d{1,3})*\s*[\]】]")
 _SOURCE_TAG = re.compile(r"</?\s*source\b", re.I)
 
 
@@ -113,6 +112,8 @@ class Source:
     heading: str
     text: str
     rank: int  # best (lowest) 1-based rank among its hits
+    pieces: tuple[tuple[int, int], ...] = ()  # evidence packing: document offsets of the sentences in `text`
+    context: Chunk | None = None  # evidence packing: the exact document span of the chunks they came from
 
     @property
     def doc_id(self) -> str:
@@ -122,6 +123,8 @@ class Source:
     @property
     def span(self) -> Chunk:
         """The whole source as one chunk-shaped span (document, heading, offsets, text)."""
+        if self.context is not None:
+            return self.context
         if len(self.chunks) == 1:
             return self.chunks[0]
         first = self.chunks[0]
@@ -132,7 +135,8 @@ class Source:
         )
 
 
-def _title(chunk: Chunk) -> str:
+def document_title(chunk: Chunk) -> str:
+    """The file name a source is shown under."""
     return Path(chunk.source or chunk.doc_id).name or chunk.doc_id
 
 
@@ -166,7 +170,7 @@ def _touches(a: Chunk, group: list[Chunk]) -> bool:
     )
 
 
-def _group_hits(hits: Sequence[Hit]) -> list[tuple[int, list[Chunk]]]:
+def group_hits(hits: Sequence[Hit]) -> list[tuple[int, list[Chunk]]]:
     """(best rank, chunks) groups in rank order; a chunk joins every group it touches."""
     groups: list[tuple[int, list[Chunk]]] = []
     seen: set[str] = set()
@@ -210,10 +214,10 @@ def pack_context(hits: Sequence[Hit], *, budget_tokens: int, count_tokens: Calla
     if budget_tokens <= 0:
         raise ValueError(f"budget_tokens must be > 0, got {budget_tokens}")
     sources = []
-    for rank, chunks in _group_hits(hits):
+    for rank, chunks in group_hits(hits):
         chunks = sorted(chunks, key=lambda c: (c.start, c.end))
         first = chunks[0]
-        sources.append(Source(0, tuple(chunks), _title(first), first.heading, merge_text(chunks), rank))
+        sources.append(Source(0, tuple(chunks), document_title(first), first.heading, merge_text(chunks), rank))
     kept, used = [], 0
     for source in sources:
         cost = count_tokens(format_source(source, lang))
@@ -243,7 +247,7 @@ def bounded_history(history: Sequence[dict], turns: int) -> list[dict]:
         messages = messages[1:]
     out = []
     for m in messages:
-        content = _CITE_MARK.sub("", m["content"]).strip()  # old [n] point at old sources
+        content = CITATION_MARK.sub("", m["content"]).strip()  # old [n] point at old sources
         if len(content) > HISTORY_CHARS:
             content = content[:HISTORY_CHARS] + "…"
         out.append({"role": m["role"], "content": content})

@@ -63,6 +63,12 @@ class Citation:
     chunk: Chunk
     supported: bool = True
     support: float = 0.0  # overlap score of the citing sentences with the chunk
+    pieces: tuple[tuple[int, int], ...] = ()  # document offsets of the evidence sentences the model read
+
+    def quotes(self) -> list[dict]:
+        """The evidence pieces as {"start", "end", "text"}, cut from `chunk` (an exact document span)."""
+        base = self.chunk.start
+        return [{"start": s, "end": e, "text": self.chunk.text[s - base:e - base]} for s, e in self.pieces]
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Answer:
     citations: list[Citation]
     hits: list[Hit]
     refused: bool = False
+    # why it was refused: no_hits | weak_evidence | check (LLM yes/no) | model (it said so) | unsupported
+    refusal_reason: str = ""
     standalone_question: str = ""
     search_query: str = ""  # what retrieval searched for (the standalone question, plus its translation)
     unsupported_sentences: list[str] = field(default_factory=list)
@@ -81,3 +89,9 @@ class Answer:
     attributed_citations: int = 0  # markers added by the support check where the model gave none
     timings_ms: dict[str, float] = field(default_factory=dict)
     usage: dict[str, int] = field(default_factory=dict)
+    evidence: list = field(default_factory=list)  # the numbered sources the answer was built from (rag.prompt.Source)
+    evidence_score: float | None = None  # best evidence sentence's score (rag.evidence)
+    answerable_p: float | None = None  # the LLM's P(the sources hold the answer), when checked
+    answer_mode: str = "generative"  # generative | extractive
+    notice: str = ""  # e.g. "llm_unavailable: ..." when the extractive fallback answered
+    draft: str = ""  # the model's text when the answer was refused after generating

@@ -75,7 +75,15 @@ class Settings(BaseSettings):
     query_translation: Literal["auto", "on", "off"] = "auto"
 
     # --- answering ---------------------------------------------------------------------------
-    context_tokens: int = 1800  # budget for the sources in the prompt
+    # "generative": the LLM answers from the evidence; "extractive": the best evidence sentences are the
+    # answer, no LLM (instant; also the fallback when the LLM cannot be reached).
+    answer_mode: Literal["generative", "extractive"] = "generative"
+    # "evidence": the best sentences of the top chunks (rag.evidence); "chunks": whole chunks (context_tokens).
+    context_packing: Literal["evidence", "chunks"] = "evidence"
+    evidence_tokens: int = 320  # evidence budget in estimated tokens (README: measured)
+    evidence_min_score: float = 0.0  # refuse when the best evidence sentence scores below this (README)
+    extractive_sentences: int = 2  # sentences in an extractive answer
+    context_tokens: int = 1800  # budget for whole chunks (context_packing = "chunks")
     history_turns: int = 4  # earlier turns kept in the prompt
     condense_followups: bool = False  # LLM rewrite of follow-ups (README: measured); off = previous user turn + question
     # Ask the LLM whether the sources hold the answer before answering (README: measured). "auto" is
@@ -97,7 +105,8 @@ class Settings(BaseSettings):
             return bool(self.llm_base_url) or self.llm_size != "0.5b"
         return self.query_translation == "on"
 
-    @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates")
+    @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates", "evidence_tokens",
+                     "extractive_sentences")
     @classmethod
     def _positive(cls, value: int, info) -> int:
         if value <= 0:

@@ -158,3 +158,30 @@ def expand_query(text: str) -> str:
         if key in table and table[key] not in extra:
             extra.append(table[key])
     return f"{text} {' '.join(extra)}" if extra else text
+
+
+# --- sentences and citation markers (one copy of each rule) -----------------------------------
+
+# [1]  [1, 2]  [1，2、3]  【1】  ［1］  [1-3]  [1;2]
+CITATION_MARK = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*(?:[,，、;；]|-|–)\s*\d{1,3})*)\s*[\]】］]")
+# A sentence ends at Chinese/English end punctuation, a period before a space, or a newline.
+SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|(?<!\d)\.(?=\s|$)|\n|$)", re.S)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of `text` that holds a word, surrounding whitespace excluded."""
+    spans = []
+    for m in SENTENCE.finditer(text):
+        start, end = m.start(), m.end()
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end and _WORDLIKE.search(text, start, end):
+            spans.append((start, end))
+    return spans
+
+
+def glossary_equivalents(term: str) -> list[str]:
+    """The Chinese equivalents glossary.tsv gives for an English term ('llm' -> ['大模型', '大语言模型'])."""
+    return _glossary()[1].get(term.lower(), "").split()

@@ -54,7 +54,18 @@ LABELS: dict[str, dict[str, str]] = {
     "refused": {"zh": "文档中没有找到答案", "en": "Not found in the documents"},
     "closest": {"zh": "最接近的资料", "en": "Closest source"},
     "source": {"zh": "来源", "en": "Source"},
-    "unsupported": {"zh": "以下句子没有得到所引资料的支持：", "en": "These sentences are not supported by the sources they cite:"},
+    "unsupported": {"zh": "以下句子没有得到所引资料的支持，已从回答中移除：",
+                    "en": "Removed from the answer, because the sources they cite do not support them:"},
+    "draft_unsupported": {"zh": "模型写出的回答没有得到资料支持（例如资料中没有的数字或名称），因此不作为答案：",
+                          "en": "The model's draft is not supported by the sources (e.g. a number or name they do not "
+                                "contain), so it is not given as an answer:"},
+    "evidence": {"zh": "找到的依据", "en": "Evidence found"},
+    "extractive_mode": {"zh": "只摘录原句（不调用大模型，立即回答）", "en": "Extract sentences only (no LLM, instant)"},
+    "evidence_time": {"zh": "依据", "en": "evidence"},
+    "extractive": {"zh": "摘录模式：以下是资料中最相关的原句。", "en": "Extractive mode: the most relevant sentences of the documents."},
+    "llm_fallback": {"zh": "大模型暂不可用，以下是资料中最相关的原句（未经模型改写）。",
+                     "en": "The LLM is not reachable right now; these are the most relevant sentences of the documents, "
+                           "as written there."},
     "unsupported_cite": {"zh": "所引资料不支持引用它的句子", "en": "the citing sentence is not supported by this source"},
     "no_overlap": {"zh": "（回答中引用此处的句子与原文没有明显的字面重合）",
                    "en": "(the answer's citing sentences share little wording with this text)"},
@@ -164,6 +175,29 @@ def source_title(chunk, lang: str) -> str:
     name = Path(chunk.source).name if chunk.source else chunk.doc_id
     heading = f" > {chunk.heading}" if chunk.heading else ""
     return f"{name}{heading} ({label('chars', lang)} {chunk.start}-{chunk.end})"
+
+
+# --- safe rendering --------------------------------------------------------------------------
+
+_MD_IMAGE = re.compile(r"!\[([^\]\n]*)\](?:\([^)]*\)|\[[^\]]*\])?")
+_MD_LINK = re.compile(r"\[([^\]\n]*)\]\(\s*<?([^)\s>]*)>?[^)]*\)")
+_AUTOLINK = re.compile(r"<((?:https?|ftp|mailto|data|javascript):[^>\s]*)>", re.I)
+
+
+def safe_markdown(text: str) -> str:
+    """Answer text for st.markdown that makes the browser fetch nothing: images and links become plain text.
+
+    A document can hold `![x](http://tracker/...)`; the model may copy it. Images are escaped, links are
+    written as "text (address)" with the address in code so it is not linked either.
+    """
+    text = _MD_IMAGE.sub(lambda m: f"({m.group(1) or 'image'})", text)
+    text = _MD_LINK.sub(lambda m: f"{m.group(1)} (`{m.group(2)}`)" if m.group(2) else m.group(1), text)
+    return _AUTOLINK.sub(lambda m: f"`{m.group(1)}`", text)
+
+
+def piece_spans(chunk, pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Evidence pieces (document offsets) as offsets into `chunk.text`, an exact document span."""
+    return [(s - chunk.start, e - chunk.start) for s, e in pieces if chunk.start <= s and e <= chunk.end]
 
 
 # --- highlighting ----------------------------------------------------------------------------

@@ -59,10 +59,71 @@ def test_follow_up_is_rewritten_for_retrieval(sample_settings, sample_retriever,
         assert any("P2" in h.chunk.text for h in ans.hits[:3]), (rewrite, ans.standalone_question)
 
 
-def test_server_down_is_a_clear_error(sample_settings, sample_retriever):
+def test_server_down_answers_with_the_evidence_and_says_so(sample_settings, sample_retriever):
     dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)
-    with pytest.raises(LLMUnavailable, match="127.0.0.1:9"):
-        answer("默认端口是多少？", settings=sample_settings, retriever=sample_retriever, llm=dead)
+    ans = answer("Web 界面的默认端口是多少？", settings=sample_settings, retriever=sample_retriever, llm=dead)
+    assert ans.answer_mode == "extractive" and "127.0.0.1:9" in ans.notice
+    assert not ans.refused and "8501" in ans.text
+    assert ans.citations and set(marker_numbers(ans.text)) == {c.n for c in ans.citations}
+    with pytest.raises(LLMUnavailable, match="127.0.0.1:9"):  # the client itself still raises
+        dead.chat([{"role": "user", "content": "hi"}])
+
+
+def test_evidence_comes_first_with_exact_offsets(sample_settings, sample_retriever, llm):
+    events = []
+    ans = answer("Web 界面的默认端口是多少？", settings=sample_settings, retriever=sample_retriever, llm=llm,
+                 on_evidence=lambda sources: events.append(("evidence", sources)),
+                 on_token=lambda piece: events.append(("token", piece)))
+    assert events[0][0] == "evidence" and all(kind == "token" for kind, _ in events[1:])
+    sources = events[0][1]
+    assert sources == ans.evidence and ans.timings_ms["evidence"] < ans.timings_ms["first_token"]
+    documents = sample_retriever.state.documents
+    for source in sources:  # every packed sentence is cut from its document at its offsets
+        doc = documents[source.doc_id].text
+        assert source.pieces and all(doc[a:b] in source.text for a, b in source.pieces)
+        assert doc[source.span.start:source.span.end] == source.span.text
+    assert "8501" in " ".join(s.text for s in sources)
+    from rag.llm import estimate_tokens
+    assert sum(estimate_tokens(s.text) for s in sources) <= sample_settings.evidence_tokens + 8
+    for c in ans.citations:  # a citation names the very sentences the model read
+        assert c.pieces and all(q["text"] in ans.evidence[c.n - 1].text for q in c.quotes())
+
+
+def test_extractive_mode_answers_without_the_llm(sample_settings, sample_retriever):
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)
+    settings = sample_settings.model_copy(update={"answer_mode": "extractive"})
+    ans = answer("P0 级别事故的响应时间是多少？", settings=settings, retriever=sample_retriever, llm=dead)
+    assert ans.answer_mode == "extractive" and not ans.notice and "first_token" not in ans.timings_ms
+    assert "15 分钟" in ans.text and ans.citations
+
+
+def test_weak_evidence_refuses_before_the_llm(sample_settings, sample_retriever):
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)
+    settings = sample_settings.model_copy(update={"evidence_min_score": 5.0})
+    ans = answer("Web 界面的默认端口是多少？", settings=settings, retriever=sample_retriever, llm=dead)
+    assert ans.refused and ans.refusal_reason == "weak_evidence" and ans.hits
+
+
+def test_an_invented_number_is_refused_not_cited(sample_settings, sample_retriever):
+    from rag.llm import Completion
+
+    class InventingModel:  # cites [1] for a figure the evidence never gives
+        def stream(self, messages, **kwargs):
+            from rag.llm import ChatStream
+
+            text = "The enterprise edition costs 4,800 yuan per year [1]."
+            s = ChatStream(iter([text]))
+            s.text = text
+            return s
+
+        def chat(self, messages, **kwargs):
+            return Completion(text="")
+
+    settings = sample_settings.model_copy(update={"answerability_check": "off", "query_translation": "off"})
+    ans = answer("How much does the enterprise edition cost per year?", settings=settings,
+                 retriever=sample_retriever, llm=InventingModel())
+    assert ans.refused and ans.refusal_reason == "unsupported" and "4,800" in ans.draft
+    assert ans.citations == []
 
 
 def test_attribution_adds_only_supported_markers():

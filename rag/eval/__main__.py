@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("import-squad", help="SQuAD-format JSON (CMRC2018) to corpus.jsonl + QA file")
     s.add_argument("path", type=Path)
     s.add_argument("--out", type=Path, required=True)
+    from rag.eval.support import add_support_parser
+
+    add_support_parser(sub)
     try:
         from rag.eval.answers import add_answers_parser
     except ImportError:  # answers evaluation not installed in this build

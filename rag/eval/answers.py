@@ -110,7 +110,8 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
 
     judgeable = bool(item.evidence or item.doc_ids)
     citations = [{"n": c.n, "doc_id": c.chunk.doc_id, "heading": c.chunk.heading, "start": c.chunk.start,
-                  "end": c.chunk.end, "relevant": judge.relevant(item, c.chunk) if judgeable else None,
+                  "end": c.chunk.end, "pieces": [list(p) for p in c.pieces],
+                  "relevant": cited_relevant(item, c, judge) if judgeable else None,
                   "supported": c.supported} for c in ans.citations]
     first_relevant = next((i for i, h in enumerate(ans.hits, 1) if judgeable and judge.relevant(item, h.chunk)), None)
     plain = strip_markers(ans.text)
@@ -119,15 +120,31 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
     return {
         "id": item.id, "question": item.question, "standalone_question": ans.standalone_question,
         "search_query": ans.search_query,
-        "answer": ans.text, "refused": ans.refused, "answerable": item.answerable, "followup": bool(item.history),
+        "answer": ans.text, "refused": ans.refused, "refusal_reason": ans.refusal_reason, "answer_mode": ans.answer_mode,
+        "notice": ans.notice, "draft": ans.draft, "answerable_p": ans.answerable_p, "evidence_score": ans.evidence_score,
+        "evidence": [{"n": s.n, "doc_id": s.doc_id, "text": s.text, "pieces": [list(p) for p in s.pieces]}
+                     for s in ans.evidence],
+        "evidence_phrase_recall": None if not (item.answerable and item.answers) else
+        answer_phrase_recall(" ".join(s.text for s in ans.evidence), item.answers),
+        "answerable": item.answerable, "followup": bool(item.history),
         "retrieved": [h.chunk.id for h in ans.hits[:top]], "first_relevant": first_relevant,
         "citations": citations, "removed_citations": ans.removed_citations,
-        "n_sentences": 0 if ans.refused else len(split_sentences(ans.text)),
+        "n_sentences": 0 if ans.refused else len(split_sentences(ans.text)) + len(ans.unsupported_sentences),
         "unsupported_sentences": list(ans.unsupported_sentences),
         "verdicts": {"phrase_recall": recall, "all_phrases": None if recall is None else recall == 1.0,
                      "f1": f1, "refusal_ok": ans.refused != item.answerable},
         "timings_ms": dict(ans.timings_ms), "usage": dict(ans.usage),
     }
+
+
+def cited_relevant(item: QAItem, citation, judge: RelevanceJudge) -> bool:
+    """Whether what a citation points at holds the evidence: its evidence pieces when it has them, else its chunk."""
+    from rag.records import Chunk
+
+    if not citation.pieces:
+        return judge.relevant(item, citation.chunk)
+    return any(judge.relevant(item, Chunk(id="", doc_id=citation.chunk.doc_id, text=q["text"], source="",
+                                          start=q["start"], end=q["end"])) for q in citation.quotes())
 
 
 def judge_faithful(client, ans) -> bool | None:
@@ -228,7 +245,8 @@ def summarize(rows: Sequence[dict]) -> dict:
     judged = [c["relevant"] for r in spoken for c in r["citations"] if c["relevant"] is not None]
     sentences = sum(r["n_sentences"] for r in spoken)
     faithful = [r["verdicts"]["faithful"] for r in rows if r["verdicts"].get("faithful") is not None]
-    times = {k: [r["timings_ms"][k] for r in rows if r["timings_ms"].get(k) is not None] for k in ("first_token", "total")}
+    times = {k: [r["timings_ms"][k] for r in rows if r["timings_ms"].get(k) is not None]
+             for k in ("first_token", "total", "evidence")}
     return {
         "n": len(rows), "n_answerable": len(answerable), "n_reference": len(f1s),
         "phrase_recall": _mean(recalls),
@@ -243,6 +261,9 @@ def summarize(rows: Sequence[dict]) -> dict:
         "faithfulness": _mean(faithful),
         "first_token_ms_p50": _pct(times["first_token"], 50), "first_token_ms_p95": _pct(times["first_token"], 95),
         "total_ms_p50": _pct(times["total"], 50), "total_ms_p95": _pct(times["total"], 95),
+        "evidence_ms_p50": _pct(times["evidence"], 50), "evidence_ms_p95": _pct(times["evidence"], 95),
+        "evidence_phrase_recall": _mean([r["evidence_phrase_recall"] for r in answerable
+                                         if r.get("evidence_phrase_recall") is not None]),
         "prompt_tokens_mean": _mean([r["usage"]["prompt_tokens"] for r in rows if r["usage"].get("prompt_tokens")]),
         "completion_tokens_mean": _mean([r["usage"]["completion_tokens"] for r in rows if r["usage"].get("completion_tokens")]),
     }

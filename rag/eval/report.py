@@ -17,6 +17,9 @@ METRICS = [
     ("unsupported_sentence_share", "unsupported sentences", ".3f"),
     ("removed_citations", "removed (invalid) citations", "d"),
     ("faithfulness", "judge: faithful", ".3f"),
+    ("evidence_phrase_recall", "key phrases in the evidence", ".3f"),
+    ("evidence_ms_p50", "evidence shown ms p50", ".0f"),
+    ("evidence_ms_p95", "evidence shown ms p95", ".0f"),
     ("first_token_ms_p50", "first token ms p50", ".0f"),
     ("first_token_ms_p95", "first token ms p95", ".0f"),
     ("total_ms_p50", "total ms p50", ".0f"),
@@ -26,7 +29,7 @@ METRICS = [
     ("n", "questions", "d"),
 ]
 RATES = ["phrase_recall", "all_phrases", "char_f1", "refusal_accuracy", "false_refusal_rate",
-         "cited_share", "citation_precision", "unsupported_sentence_share", "faithfulness"]
+         "cited_share", "citation_precision", "unsupported_sentence_share", "faithfulness", "evidence_phrase_recall"]
 
 
 def _cell(value, fmt: str) -> str:
