@@ -157,7 +157,7 @@ def lexical_support(sentence: str, cited_text: str) -> float:
 
 # --- facts that must be in the cited text ----------------------------------------------------
 
-_ARABIC = re.compile(r"(?<![A-Za-z\d.])\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
+_ARABIC = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
 _ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
 _ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _ZH_UNITS = {"十": 10, "百": 100, "千": 1000}

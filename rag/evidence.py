@@ -179,7 +179,8 @@ def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_to
         text = sentences[0].text
         for prev, cur in zip(sentences, sentences[1:], strict=False):
             between = doc.text[prev.end:cur.start]
-            text += (between if not between.strip() else GAP) + cur.text
+            # adjacent: keep the whitespace between; only punctuation between (a table's "| --- |"): a newline
+            text += (between if not between.strip() else "\n" if not _WORD_CHAR.search(between) else GAP) + cur.text
         chunks = tuple(sorted(groups[group][1], key=lambda c: (c.start, c.end)))
         lo, hi = min(c.start for c in chunks), max(c.end for c in chunks)
         first = chunks[0]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rag.cite import lexical_support, marker_numbers, split_sentences
 from rag.records import Hit
+from rag.text import sentence_spans
 
 UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "docx")
 MAX_NAME_CHARS = 100  # uploaded file names are cut to this many characters (extension kept)
@@ -202,8 +203,6 @@ def piece_spans(chunk, pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int
 
 # --- highlighting ----------------------------------------------------------------------------
 
-_SOURCE_SENTENCE = re.compile(r"[^。！？!?；;\n]+(?:[。！？!?；;]+|(?<!\d)\.(?=\s|$))?")
-
 
 def citing_sentences(answer_text: str, n: int) -> list[str]:
     """The sentences of an answer that carry the marker [n]."""
@@ -216,17 +215,13 @@ def highlight_spans(text: str, sentences: Sequence[str], threshold: float = HIGH
     Per answer sentence, the source sentences scoring at least `threshold` and within NEAR_BEST of
     its best score are marked, so a sentence that merely shares a few terms stays unmarked.
     """
-    pieces = [m for m in _SOURCE_SENTENCE.finditer(text) if m.group(0).strip()]
+    pieces = sentence_spans(text)
     marked: set[int] = set()
     for sentence in sentences:
-        scores = [lexical_support(sentence, m.group(0)) for m in pieces]
+        scores = [lexical_support(sentence, text[a:b]) for a, b in pieces]
         best = max(scores, default=0.0)
         marked |= {i for i, score in enumerate(scores) if score >= threshold and score >= best - NEAR_BEST}
-    spans = []
-    for i in sorted(marked):
-        piece, start = pieces[i].group(0), pieces[i].start()
-        spans.append((start + len(piece) - len(piece.lstrip()), start + len(piece.rstrip())))
-    return spans
+    return [pieces[i] for i in sorted(marked)]
 
 
 def highlight_html(text: str, spans: Sequence[tuple[int, int]]) -> str:

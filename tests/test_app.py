@@ -128,10 +128,12 @@ def test_llm_down_shows_readable_error(app_env):
     app_env.setenv("RAG_LLM_BASE_URL", CLOSED_PORT_URL)
     at = _run()
     assert any("无响应" in c.value for c in at.sidebar.caption)  # health check in the sidebar
-    at = _ask(at, "默认端口是多少？")
-    errors = [e.value for e in at.error]
-    assert errors and "RAG_LLM_BASE_URL" in errors[0] and "Traceback" not in errors[0]
-    assert not at.exception
+    at = _ask(at, "Web 界面的默认端口是多少？")
+    assert not at.exception and not at.error
+    reply = at.chat_message[1]
+    assert any("大模型暂不可用" in i.value for i in reply.info)  # says so, then the evidence sentences answer
+    assert any("8501" in m.value and "[" in m.value for m in reply.markdown)
+    assert any(e.label.startswith(ui.label("evidence", "zh")) for e in reply.expander)
 
 
 def test_english_labels(app_env):
@@ -210,6 +212,18 @@ def test_hits_for_merged_span_and_provenance():
     assert [h.chunk.id for h in ui.hits_for("a+b", hits)] == ["a", "b"]
     assert ui.format_provenance(hits[0]) == "dense #1 (0.910) · BM25 — · fused 0.0160 · rerank —"
     assert "BM25 #2 (7.50)" in ui.format_provenance(hits[1])
+
+
+def test_answers_never_make_the_browser_fetch_anything():
+    text = "见 ![x](http://tracker.example/p.png) 与 ![y][ref]，[文档](http://a.example/b \"t\") <http://c.example> [1]"
+    safe = ui.safe_markdown(text)
+    assert "![" not in safe and "](" not in safe and "<http" not in safe
+    assert "文档" in safe and "[1]" in safe
+
+
+def test_evidence_pieces_map_into_the_cited_span():
+    chunk = Chunk("a", "d", "第一句。第二句。", "s", start=100, end=108)
+    assert ui.piece_spans(chunk, [(104, 108), (90, 95)]) == [(4, 8)]
 
 
 def test_highlight_marks_the_cited_sentence_only():

@@ -1,0 +1,41 @@
+"""Evidence selection: sentences cut from the document with exact offsets, packed within the budget."""
+
+from types import SimpleNamespace
+
+from rag import evidence as ev
+from rag.llm import estimate_tokens
+from rag.records import Chunk, Hit
+
+DOC = ("## 3. 故障等级与响应时间\n\n| 等级 | 定义 | 响应时间 |\n| --- | --- | --- |\n"
+       "| P0 | 服务完全不可用 | 15 分钟内 |\n| P1 | 核心功能受损 | 30 分钟内 |\n\n"
+       "值班人需保持手机畅通。夜间只处理 P0、P1 级别事件。复盘必须在 2 个工作日内完成。")
+DOCS = {"d": SimpleNamespace(text=DOC)}
+CHUNK = Chunk("c1", "d", DOC, "/x/d.md", heading_path=("3. 故障等级与响应时间",), start=0, end=len(DOC))
+
+
+def test_candidates_are_document_slices_without_headings_and_rows_keep_their_header():
+    sentences = ev.candidate_sentences([Hit(CHUNK)], DOCS)
+    assert all(DOC[s.start:s.end] == s.text for s in sentences)
+    texts = [s.text for s in sentences]
+    assert not any(t.startswith("#") for t in texts)
+    assert "| 等级 | 定义 | 响应时间 |" not in texts  # the header is context, not a candidate
+    row = next(s for s in sentences if s.text.startswith("| P0"))
+    assert row.header is not None and row.header.text == "| 等级 | 定义 | 响应时间 |"
+
+
+def test_pack_keeps_the_budget_and_puts_the_header_before_its_row():
+    sentences = ev.candidate_sentences([Hit(CHUNK)], DOCS)
+    scored = [ev.Sentence(s.doc_id, s.start, s.end, s.text, s.group, s.rank, score=1.0 if "P0 |" in s.text else 0.1,
+                          header=s.header) for s in sentences]
+    packed = ev.pack(scored, [Hit(CHUNK)], DOCS, budget_tokens=40)
+    (source,) = packed.sources
+    assert source.text.startswith("| 等级 | 定义 | 响应时间 |\n| P0")  # adjacent in the document: joined as they are
+    assert sum(estimate_tokens(DOC[a:b]) + 1 for a, b in source.pieces) <= 40
+    assert packed.picked[0].text.startswith("| P0") and source.span.text == DOC
+
+
+def test_long_lines_are_cut_at_clause_ends():
+    text = "，".join(["这是一个没有句号的很长的列表项目"] * 30)
+    pieces = ev._split_long(text, 0, len(text))
+    assert len(pieces) > 1 and all(b - a <= ev.MAX_SENTENCE_CHARS for a, b in pieces)
+    assert "".join(text[a:b] for a, b in pieces).replace("，", "") == text.replace("，", "")

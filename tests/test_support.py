@@ -1,0 +1,74 @@
+"""The support check: facts that must be in the cited text, and the labelled set it was calibrated on."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rag.cite import missing_facts, numbers_in, salient_terms
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELLED = ROOT / "data" / "qa" / "support.jsonl"
+
+
+@pytest.mark.parametrize(("text", "numbers"), [
+    ("响应时间为 15 分钟，两小时内恢复", {"15", "2"}),
+    ("共 8,000 条，10 729 条，1.50 秒", {"8000", "10729", "1.5"}),
+    ("少于 10 万个文本块", {"100000"}),
+    ("thirty-two layers and four minutes", {"32", "4"}),
+    ("BM25 and k1 and GPT-4 are names, not numbers", set()),
+])
+def test_numbers_are_read_in_every_writing(text, numbers):
+    assert numbers_in(text, quantities_only=True) == numbers
+
+
+def test_grammar_words_are_not_quantities():
+    assert numbers_in("一种方法，one of them", quantities_only=True) == set()
+
+
+def test_named_terms_are_salient_and_common_words_are_not():
+    terms = salient_terms("The P0 response uses LoRA, set up by Microsoft; According to notes it works.")
+    assert terms == {"P0", "LoRA", "Microsoft"}
+
+
+@pytest.mark.parametrize(("sentence", "evidence", "missing"), [
+    ("QLoRA quantizes weights to 4 bits [1].", "QLoRA 将预训练模型量化为固定位数的整数", ["4"]),
+    ("A P0 incident needs a response within 15 minutes [1].", "P0 事故需要在 15 分钟内响应", []),
+    ("GQA was proposed by Google [1].", "GQA 将查询头分组，每组共享键和值", ["google"]),
+    ("In CPU-only mode it takes 6 seconds [1].", "纯 CPU 模式下耗时约 6 秒", []),
+    ("LLM inference is faster with INT8 [1].", "使用 INT8 时大语言模型推理更快", []),  # glossary: llm -> 大语言模型
+    ("1. 第一步需要 3 天。[2]", "第一步需要三天。", []),  # list number and marker are no facts
+])
+def test_missing_facts(sentence, evidence, missing):
+    assert missing_facts(sentence, evidence) == missing
+
+
+@pytest.fixture(scope="module")
+def labelled_scores(sample_retriever):
+    from rag.eval.support import cosines, evaluate, load_labelled
+
+    rows = load_labelled(LABELLED)
+    from rag.cite import COSINE_THRESHOLD
+
+    return rows, evaluate(rows, cosines(rows, sample_retriever.embedder), COSINE_THRESHOLD)
+
+
+def test_labelled_set_is_real_text():
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) >= 80 and len({r["id"] for r in rows}) == len(rows)
+    for pair in ("zh-zh", "en-zh", "en-en"):
+        labels = [r["label"] for r in rows if r["pair"] == pair]
+        assert labels.count("supported") >= 15 and labels.count("unsupported") >= 15, pair
+    for r in rows:  # evidence is copied verbatim from a real document
+        if r["source"].startswith("scifact:") or not (ROOT / r["source"]).exists() and not Path(r["source"]).exists():
+            continue
+        path = ROOT / r["source"] if (ROOT / r["source"]).exists() else Path(r["source"])
+        assert r["evidence"] in path.read_text(encoding="utf-8"), r["id"]
+
+
+def test_check_flags_invented_facts_and_never_a_faithful_translation(labelled_scores):
+    rows, (scores, verdicts) = labelled_scores
+    assert scores["en-zh"]["false_flags"] == 0  # a correct English sentence citing Chinese text passes
+    assert scores["all"]["precision"] >= 0.9 and scores["all"]["recall"] >= 0.7
+    invented = [v for v in verdicts if v["kind"] in ("invented_number", "wrong_number")]
+    assert sum(v["flagged"] for v in invented) / len(invented) >= 0.9
