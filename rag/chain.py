@@ -144,7 +144,7 @@ def find(question: str, history: Sequence[dict], *, settings: Settings, retrieve
             sources = []
         elif settings.context_packing == "evidence" or settings.answer_mode == "extractive":
             evidence = select_evidence(query, hits, documents=retriever.state.documents, embedder=retriever.embedder,
-                                       budget_tokens=settings.evidence_tokens, bm25=retriever.state.bm25)
+                                       budget_tokens=settings.evidence_tokens)
             sources = evidence.sources
         else:
             sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens,
@@ -282,7 +282,7 @@ def answer(
         logger.warning("LLM unreachable, answering with the evidence sentences: %s", e)
         evidence = found.evidence or select_evidence(
             found.query, found.hits, documents=retriever.state.documents, embedder=retriever.embedder,
-            budget_tokens=settings.evidence_tokens, bm25=retriever.state.bm25)
+            budget_tokens=settings.evidence_tokens)
         return _extractive(evidence, result, settings, notice=f"llm_unavailable: {e}")
     usage = {"prompt_tokens": stream.prompt_tokens or _estimate(messages), "completion_tokens": stream.completion_tokens}
 

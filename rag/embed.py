@@ -6,6 +6,8 @@ import functools
 import hashlib
 import logging
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ import numpy as np
 from rag.settings import BUNDLED_EMBEDDER, Settings
 
 logger = logging.getLogger(__name__)
+
+
+PASSAGE_CACHE_SIZE = 20_000  # vectors kept by encode_passages_cached (384-d float32: ~30 MB)
 
 
 class ModelNotAvailable(RuntimeError):
@@ -70,6 +75,8 @@ class Embedder:
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
         self.fingerprint = _fingerprint(Path(path), self.dim) if Path(path).is_dir() else f"hf:{name}"
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Embedder tokens per text (special tokens and the passage prefix included)."""
@@ -81,6 +88,31 @@ class Embedder:
     def encode_passages(self, texts: list[str], *, batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Vectors for document chunks (with the passage prefix)."""
         return self._encode([self.passage_prefix + t for t in texts], batch_size, progress)
+
+    def encode_passages_cached(self, texts: list[str]) -> np.ndarray:
+        """`encode_passages` through a bounded in-process cache (evidence sentences recur across questions).
+
+        Thread-safe: sessions share the embedder; the cache maps text -> vector and evicts the oldest.
+        """
+        with self._cache_lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vectors = self.encode_passages(missing, batch_size=64)
+            with self._cache_lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    self._cache[text] = vector
+                while len(self._cache) > PASSAGE_CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        with self._cache_lock:
+            found = [self._cache.get(t) for t in texts]
+        if any(v is None for v in found):  # evicted by another thread meanwhile: compute those again
+            return self.encode_passages(texts, batch_size=64)
+        return np.stack(found) if found else np.zeros((0, self.dim), np.float32)
+
+    def clear_cache(self) -> None:
+        """Forget the cached passage vectors (benchmarks measure the cold case with it)."""
+        with self._cache_lock:
+            self._cache.clear()
 
     def encode_queries(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """Vectors for questions (with the query prefix)."""

@@ -85,7 +85,8 @@ def test_answer_row_judges_a_merged_citation_span():
                   reference="默认端口是 8501。")
     merged = _chunk("c1+c2", 0, len(DOC) - 5)  # two adjacent chunks cited as one span
     other = Chunk("c9", "e.md", "无关内容", "e.md")
-    ans = Answer(item.question, "默认端口是 8501 [1]。它还有别的[2]。", [Citation(1, merged), Citation(2, other, supported=False)],
+    # the chain removes unsupported sentences from the text and lists them apart; both count as sentences
+    ans = Answer(item.question, "默认端口是 8501 [1]。", [Citation(1, merged), Citation(2, other, supported=False)],
                  [Hit(other), Hit(merged)], standalone_question=item.question, unsupported_sentences=["它还有别的[2]。"],
                  timings_ms={"first_token": 10.0, "total": 20.0}, usage={"prompt_tokens": 5, "completion_tokens": 3})
     r = answer_row(item, ans, RelevanceJudge({"d.md": DOC, "e.md": "无关内容"}))
@@ -93,7 +94,7 @@ def test_answer_row_judges_a_merged_citation_span():
     assert r["citations"][0]["start"] == 0 and r["citations"][1]["supported"] is False
     assert r["retrieved"] == ["c9", "c1+c2"] and r["first_relevant"] == 2
     assert r["verdicts"]["phrase_recall"] == 0.5 and r["verdicts"]["all_phrases"] is False
-    assert 0 < r["verdicts"]["f1"] < 1 and r["verdicts"]["refusal_ok"] is True
+    assert r["verdicts"]["f1"] == 1.0 and r["verdicts"]["refusal_ok"] is True
     assert r["n_sentences"] == 2 and json.loads(json.dumps(r)) == r
 
 
