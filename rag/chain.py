@@ -184,7 +184,7 @@ def _closest(hits: Sequence[Hit], n: int = 3) -> list[str]:
     return [f"{h.chunk.doc_id}" + (f" > {h.chunk.heading}" if h.chunk.heading else "") for h in hits[:n]]
 
 
-def _cite(text: str, sources: Sequence[Source], embed: Callable) -> tuple[str, list[Citation], dict]:
+def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str = "") -> tuple[str, list[Citation], dict]:
     """Resolve markers, attribute uncited sentences, check support; unsupported sentences leave the text.
 
     Returns (text, citations, facts) where facts holds removed/attributed counts and the unsupported
@@ -195,7 +195,7 @@ def _cite(text: str, sources: Sequence[Source], embed: Callable) -> tuple[str, l
     text, attributed = attribute_citations(text, sources, embed=embed)
     if attributed:
         citations, _, text = parse_citations(text, sources)
-    support = support_check(text, sources, embed=embed)
+    support = support_check(text, sources, embed=embed, question=question)
     cited = [s for s in support if s.status != "uncited"]
     unsupported = [s for s in cited if s.status == "unsupported"]
     key_unsupported = bool(cited) and (cited[0].status == "unsupported" or len(unsupported) == len(cited))
@@ -288,7 +288,7 @@ def answer(
 
     if detect_refusal(stream.text, lang):
         return result(refused="model", answerable_p=p_yes, usage=usage, draft=stream.text)
-    text, citations, facts = _cite(stream.text, found.sources, retriever.embedder.encode_queries)
+    text, citations, facts = _cite(stream.text, found.sources, retriever.embedder.encode_queries, found.standalone)
     if facts["key_unsupported"] or not text:
         logger.info("refusing: the answer's key claim is not supported by its sources")
         return result(refused="unsupported", answerable_p=p_yes, usage=usage, draft=stream.text,

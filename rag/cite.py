@@ -266,14 +266,17 @@ def _term_found(term: str, cited: str) -> bool:
     return len(parts) > 1 and all(_term_found(p, cited) for p in parts if _is_term(p))
 
 
-def missing_facts(sentence: str, cited_text: str) -> list[str]:
-    """Numbers and named terms of `sentence` that the cited text does not contain (marker numbers ignored)."""
+def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
+    """Numbers and named terms of `sentence` that neither the cited text nor `known` (e.g. the question) contains.
+
+    Citation marker numbers and a leading list number are not facts.
+    """
     plain = _LEADING_ENUM.sub("", strip_markers(normalize(sentence)))
-    cited = normalize(cited_text)
-    have = numbers_in(cited)
+    context = normalize(cited_text + "\n" + known)
+    have = numbers_in(context)
     missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)
-    cited_lower = cited.lower()
-    missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, cited_lower))
+    lower = context.lower()
+    missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, lower))
     return missing
 
 
@@ -286,7 +289,7 @@ def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndar
     return vectors[: len(sentences)] @ vectors[len(sentences):].T
 
 
-def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *,
+def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, known: str = "",
                    threshold: float = SUPPORT_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> tuple[float, list[str], bool]:
     """(lexical support, missing facts, supported) of one sentence against the text it cites.
 
@@ -295,16 +298,23 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *,
     makes it supported.
     """
     lexical = lexical_support(sentence, cited_text)
-    missing = missing_facts(sentence, cited_text)
+    missing = missing_facts(sentence, cited_text, known)
     ok = not missing and (lexical >= threshold or (cosine is not None and cosine >= cosine_threshold))
     return lexical, missing, ok
 
 
 def support_check(answer_text: str, sources: Sequence[Source], *,
                   embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
+                  question: str = "",
                   threshold: float = SUPPORT_THRESHOLD,
                   cosine_threshold: float = COSINE_THRESHOLD) -> list[SentenceSupport]:
-    """Per sentence: its citations, lexical (and optional embedding) support, missing facts and a status."""
+    """Per sentence: its citations, lexical (and optional embedding) support, missing facts and a status.
+
+    Facts the question itself names are not invented by repeating them. An uncited sentence is
+    "uncited", unless it states a number or name that no source holds: then it is "unsupported" too
+    (a model that drops the marker must not slip an invented figure past the check).
+    """
+    everything = "\n".join(s.text for s in sources)
     by_n = {s.n: s for s in sources}
     sentences = split_sentences(answer_text)
     cited = [tuple(n for n in dict.fromkeys(marker_numbers(s)) if n in by_n) for s in sentences]
@@ -315,11 +325,13 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     out = []
     for i, (sentence, numbers) in enumerate(zip(sentences, cited, strict=True)):
         if not numbers:
-            out.append(SentenceSupport(sentence, (), 0.0, None, "uncited"))
+            missing = missing_facts(sentence, everything, question)
+            out.append(SentenceSupport(sentence, (), 0.0, None, "unsupported" if missing else "uncited",
+                                       tuple(missing)))
             continue
         cited_text = "\n".join(by_n[n].text for n in numbers)
         best_cos = float(max(cos[i, order.index(n)] for n in numbers)) if cos is not None else None
-        lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, threshold=threshold,
+        lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, known=question, threshold=threshold,
                                               cosine_threshold=cosine_threshold)
         out.append(SentenceSupport(sentence, numbers, round(lexical, 3), best_cos,
                                    "supported" if ok else "unsupported", tuple(missing)))

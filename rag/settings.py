@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # Ask the LLM whether the sources hold the answer before answering (README: measured). "auto" is
     # on, except for the embedded 0.5B model, whose yes/no probabilities do not separate the cases.
     answerability_check: Literal["auto", "on", "off"] = "auto"
-    answerable_min_p: float = 0.5  # refuse below this P(yes); servers without logprobs skip the check
+    answerable_min_p: float = 0.4  # refuse below this P(yes) (README: chosen on the dev set); no logprobs: no check
 
     @property
     def check_answerability(self) -> bool:

@@ -72,3 +72,19 @@ def test_check_flags_invented_facts_and_never_a_faithful_translation(labelled_sc
     assert scores["all"]["precision"] >= 0.9 and scores["all"]["recall"] >= 0.7
     invented = [v for v in verdicts if v["kind"] in ("invented_number", "wrong_number")]
     assert sum(v["flagged"] for v in invented) / len(invented) >= 0.9
+
+
+def test_an_uncited_invented_figure_is_unsupported_and_the_question_is_not_invention():
+    from rag.cite import support_check
+    from rag.prompt import Source
+    from rag.records import Chunk
+
+    text = "AdapterDrop 在训练中以一定的概率随机丢弃适配器层。"
+    sources = [Source(1, (Chunk("a", "d", text, "s"),), "d", "", text, 1)]
+    (invented,) = support_check("丢弃概率通常取0.1。", sources)
+    assert invented.status == "unsupported" and invented.missing == ("0.1",)
+    (plain,) = support_check("它会随机丢弃适配器层。", sources)
+    assert plain.status == "uncited"
+    (repeated,) = support_check("Llama 2 drops adapter layers at random [1].", sources,
+                                question="Does Llama 2 drop adapter layers?")
+    assert "llama" not in repeated.missing and "2" not in repeated.missing

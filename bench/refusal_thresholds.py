@@ -1,0 +1,89 @@
+"""Choose the refusal thresholds from a recorded answers run (`data/qa/configs/record.toml`).
+
+`python -m bench.refusal_thresholds eval-out/after.record.jsonl` replays every recorded question under
+each (answerable_min_p, evidence_min_score) pair: a question whose P(yes) or best evidence score is below
+the threshold would have been refused before generating (both are computed before the LLM answers, so
+the replay is exact for those two steps); everything else keeps its recorded outcome. Prints refusal
+rate on unanswerable, false refusals and key-phrase recall on answerable, best pairs first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def recheck(rows: list[dict]) -> list[dict]:
+    """Rows whose answers pass the current citation/support step again (rag.chain._cite on the recorded
+    model text), so a change of the support rules is measured without generating again."""
+    from rag.chain import _cite
+    from rag.embed import load_embedder
+    from rag.eval.qa import answer_phrase_recall
+    from rag.prompt import Source
+    from rag.records import Chunk
+    from rag.settings import load_settings
+
+    embed = load_embedder(load_settings()).encode_queries
+    out = []
+    for r in rows:
+        text = r["draft"] if r["refusal_reason"] == "unsupported" else r["answer"]
+        if r["refused"] and r["refusal_reason"] != "unsupported":
+            out.append(r)
+            continue
+        sources = [Source(e["n"], (Chunk("", e["doc_id"], e["text"], ""),), "", "", e["text"], e["n"])
+                   for e in r["evidence"]]
+        new_text, _, facts = _cite(text, sources, embed, r["standalone_question"])
+        refused = facts["key_unsupported"] or not new_text
+        recall = None if r["verdicts"]["phrase_recall"] is None else \
+            0.0 if refused else answer_phrase_recall(new_text, r["answers"]) if "answers" in r else r["verdicts"]["phrase_recall"]
+        out.append(r | {"refused": refused, "refusal_reason": "unsupported" if refused else "",
+                        "answer": new_text, "verdicts": r["verdicts"] | {"phrase_recall": recall}})
+    return out
+
+
+def replay(rows: list[dict], min_p: float, min_score: float) -> dict:
+    """Outcome rates if the chain had refused below these thresholds."""
+    def refused(r: dict) -> bool:
+        early = (r["answerable_p"] is not None and r["answerable_p"] < min_p) or \
+                (r["evidence_score"] is not None and r["evidence_score"] < min_score)
+        return early or r["refused"]
+
+    answerable = [r for r in rows if r["answerable"]]
+    unanswerable = [r for r in rows if not r["answerable"]]
+    recalls = [0.0 if refused(r) else r["verdicts"]["phrase_recall"] for r in answerable
+               if r["verdicts"]["phrase_recall"] is not None]
+    return {"min_p": min_p, "min_score": min_score,
+            "refusal": statistics.mean(refused(r) for r in unanswerable) if unanswerable else None,
+            "false_refusal": statistics.mean(refused(r) for r in answerable) if answerable else None,
+            "phrase_recall": statistics.mean(recalls) if recalls else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("rows", type=Path)
+    parser.add_argument("--max-false", type=float, default=0.10, help="false-refusal ceiling for the best pairs")
+    parser.add_argument("--qa", type=Path, help="the QA file of the run (key phrases, to re-score rechecked answers)")
+    parser.add_argument("--recheck", action="store_true", help="re-run the support step on the recorded model text")
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.qa:
+        from rag.eval.qa import load_qa
+
+        answers = {i.id: i.answers for i in load_qa(args.qa)}
+        rows = [r | {"answers": answers.get(r["id"], [])} for r in rows]
+    if args.recheck:
+        rows = recheck(rows)
+    grid = [replay(rows, p / 100, s / 100) for p in range(0, 100, 5) for s in range(0, 100, 2)]
+    ok = sorted((g for g in grid if g["false_refusal"] <= args.max_false), key=lambda g: (-g["refusal"], -g["phrase_recall"]))
+    print(f"{len(rows)} rows; recorded: {replay(rows, 0, 0)}")
+    print("| answerable_min_p | evidence_min_score | refusal (unanswerable) | false refusal | key-phrase recall |")
+    print("| --- | --- | --- | --- | --- |")
+    for g in ok[:12]:
+        print(f"| {g['min_p']:.2f} | {g['min_score']:.2f} | {g['refusal']:.3f} | {g['false_refusal']:.3f} | {g['phrase_recall']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
