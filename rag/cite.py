@@ -24,7 +24,7 @@ from rag.records import Citation
 from rag.text import CITATION_MARK, SENTENCE, glossary_equivalents, language, normalize, tokenize
 
 SUPPORT_THRESHOLD = 0.5
-COSINE_THRESHOLD = 0.84
+COSINE_THRESHOLD = 0.80
 
 REFUSAL_SENTINELS = {"zh": "无法回答", "en": "NOT_IN_DOCUMENTS"}
 # Phrases about the documents themselves: a refusal whenever the text is short.
@@ -244,10 +244,13 @@ def _is_term(word: str) -> bool:
 def salient_terms(sentence: str) -> set[str]:
     """Latin-script terms that name something: with a digit, inner capitals, all capitals, or a capital mid-sentence."""
     terms = set()
-    for i, m in enumerate(_LATIN_TERM.finditer(sentence)):
+    for m in _LATIN_TERM.finditer(sentence):
         word = m.group(0)
         inner_capital = any(ch.isupper() for ch in word[1:])
-        named = word[0].isupper() and (i > 0 or m.start() > 0) and word.lower() not in _COMMON_CAPITALIZED
+        before = sentence[:m.start()].rstrip()
+        # a capital after a colon, a list number or a quote starts a sentence; only one mid-sentence names
+        mid_sentence = bool(before) and (before[-1].isalnum() or before[-1] in ",，")
+        named = word[0].isupper() and mid_sentence and word.lower() not in _COMMON_CAPITALIZED
         if any(ch.isdigit() for ch in word) or inner_capital or named:
             terms.add(word)
     return terms

@@ -249,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     args = parser.parse_args(argv)
 
+    # llama.cpp's CPU threads synchronise through OpenMP (libgomp) barriers, where a waiting thread
+    # spins up to GOMP_SPINCOUNT times (default 300,000, milliseconds) before it sleeps. While other
+    # processes use the cores, that spinning sometimes collapses generation on 2 cores from ~34 to
+    # 0.2-3 tok/s (5 of 16 loaded runs in bench.llm_options; 1 of 15 with 1,000 spins). 1,000 spins
+    # cost nothing on an idle machine (prompt 90 vs 91 tok/s, generation 33.4 vs 33.9 tok/s).
+    # libgomp reads it when it is loaded, i.e. at the import below; a value in the environment wins.
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
     import xllamacpp
 
     threads = args.threads or os.cpu_count() or 1
