@@ -106,11 +106,17 @@ def test_ask_in_browser_and_open_a_source(streamlit_url, tmp_path):
             box.press("Enter")
             t_asked = time.perf_counter()
             reply = page.get_by_test_id("stChatMessage").nth(1)
-            expect(reply.get_by_test_id("stExpander").first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+            # the evidence comes first, before the model's answer
+            evidence = reply.get_by_test_id("stExpander").filter(has=page.locator("summary", has_text="找到的依据"))
+            expect(evidence.first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+            t_evidence = time.perf_counter()
+            # then the answer: a citation "[n] …", or a closest source when the model refuses
+            sources = reply.get_by_test_id("stExpander").filter(
+                has=page.locator("summary", has_text=re.compile(r"\[\d+\]|最接近的资料")))
+            expect(sources.first).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
             t_answer = time.perf_counter()
-            # prefer a citation "[n] …" over a closest source (the model may refuse)
-            cited = reply.get_by_test_id("stExpander").filter(has=page.locator("summary", has_text=re.compile(r"\[\d+\]")))
-            source = cited.first if cited.count() else reply.get_by_test_id("stExpander").first
+            cited = sources.filter(has=page.locator("summary", has_text=re.compile(r"\[\d+\]")))
+            source = cited.first if cited.count() else sources.first
             source.locator("summary").click()
             expect(source.locator("details")).to_have_attribute("open", "", timeout=10_000)
             page.wait_for_timeout(800)  # let the expander animation finish
@@ -120,7 +126,8 @@ def test_ask_in_browser_and_open_a_source(streamlit_url, tmp_path):
         finally:
             browser.close()
     print(f"\nscreenshot: {shot}")
-    print(f"page open -> chat ready {t_ready:.1f} s; question -> answer complete {t_answer - t_asked:.1f} s; "
+    print(f"page open -> chat ready {t_ready:.1f} s; question -> evidence shown {t_evidence - t_asked:.1f} s; "
+          f"question -> answer complete {t_answer - t_asked:.1f} s; "
           f"page open -> first answer complete {t_answer - t0:.1f} s")
     print(f"answer shown: {text[:300]!r}")
     assert "dense" in text and "BM25" in text  # the opened source shows why it ranked
