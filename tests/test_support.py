@@ -59,11 +59,14 @@ def test_labelled_set_is_real_text():
     for pair in ("zh-zh", "en-zh", "en-en"):
         labels = [r["label"] for r in rows if r["pair"] == pair]
         assert labels.count("supported") >= 15 and labels.count("unsupported") >= 15, pair
-    for r in rows:  # evidence is copied verbatim from a real document
-        if r["source"].startswith("scifact:") or not (ROOT / r["source"]).exists() and not Path(r["source"]).exists():
+    checked = 0
+    for r in rows:  # evidence is copied verbatim from a real document (paths relative to the repository)
+        path = ROOT / r["source"]
+        if r["source"].startswith("scifact:") or not path.exists():  # ../shared may be absent
             continue
-        path = ROOT / r["source"] if (ROOT / r["source"]).exists() else Path(r["source"])
         assert r["evidence"] in path.read_text(encoding="utf-8"), r["id"]
+        checked += 1
+    assert checked >= 20  # at least the rows from data/sample
 
 
 def test_check_flags_invented_facts_and_never_a_faithful_translation(labelled_scores):
