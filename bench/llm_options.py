@@ -43,7 +43,6 @@ a spin count of 1,000 costs nothing idle and avoids most of that, so `rag.llm_se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
@@ -54,11 +53,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from bench.common import LLM_NOTES, pct, questions, table
+from bench.llm_harness import CTX, Server, child
+from rag.llm import LLMClient
 
-from bench.common import LLM_NOTES, REPO, pct, questions, table
-
-CTX = 4096
 MAX_TOKENS = 64
 
 SYSTEM_PROMPT = (
@@ -127,136 +125,17 @@ EXTRA = {"batch 512/512", "threads_batch 1", "poll 0 (no spin-wait)", "no mmap (
          "GOMP_SPINCOUNT=100", "GOMP_SPINCOUNT=1000", "GOMP_SPINCOUNT=10000", "GOMP_SPINCOUNT=100000"}
 
 
-def _resolve(value, draft_path: str):
-    import xllamacpp
-
-    if isinstance(value, list):
-        return [_resolve(v, draft_path) for v in value]
-    if isinstance(value, str) and value.startswith("enum:"):
-        enum_name, member = value[5:].split(".")
-        return getattr(getattr(xllamacpp, enum_name), member)
-    if value == "draft:":
-        return draft_path
-    return value
-
-
-def apply_overrides(params, overrides: list[tuple[str, object]], draft_path: str = "") -> None:
-    """Set dotted attributes on a CommonParams (nested structs are views into it); skips "env:" ones."""
-    for dotted, value in overrides:
-        if dotted.startswith("env:"):
-            continue
-        *parents, leaf = dotted.split(".")
-        obj = params
-        for name in parents:
-            obj = getattr(obj, name)
-        if not hasattr(obj, leaf):
-            raise AttributeError(f"CommonParams has no {dotted}")
-        setattr(obj, leaf, _resolve(value, draft_path))
-
-
-def child(argv: list[str]) -> int:
-    """`--child JSON -- <rag.llm_server args>`: rag.llm_server.main() with overrides before Server()."""
-    spec = json.loads(argv[0])
-    for dotted, value in spec["overrides"]:
-        if dotted.startswith("env:"):
-            os.environ[dotted[4:]] = str(value)
-
-    import xllamacpp
-
-    from rag import llm_server
-
-    real_server = xllamacpp.Server
-
-    def server_with_overrides(params, *a, **kw):
-        apply_overrides(params, [tuple(o) for o in spec["overrides"]], spec.get("draft", ""))
-        print(f"bench.llm_options: overrides {spec['overrides']}", flush=True)
-        return real_server(params, *a, **kw)
-
-    xllamacpp.Server = server_with_overrides
-    return llm_server.main(argv[1:])
-
-
-# --- the running server ----------------------------------------------------------------------
-
-
-class Server:
-    """One `rag.llm_server` child with overrides; always stopped (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, model: Path, overrides, draft: Path | None, threads: int, log: Path) -> None:
-        from rag.llm_server import free_port
-
-        self.port = free_port()
-        spec = json.dumps({"overrides": overrides, "draft": str(draft or "")})
-        cmd = [sys.executable, "-m", "bench.llm_options", "--child", spec, "--", "--model", str(model),
-               "--port", str(self.port), "--ctx", str(CTX), "--threads", str(threads)]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        self.log = log
-        with log.open("ab") as fh:
-            self.log_offset = fh.tell()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT,
-                                         env=env, cwd=str(REPO))
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait_healthy(self, timeout_s: float = 180.0) -> float:
-        t0 = time.perf_counter()
-        with httpx.Client(timeout=2.0) as http:
-            while time.perf_counter() - t0 < timeout_s:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_tail()}")
-                try:
-                    if http.get(self.url + "/health").status_code == 200:
-                        return (time.perf_counter() - t0) * 1000
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"server not healthy in {timeout_s:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        with self.log.open("rb") as fh:
-            fh.seek(self.log_offset)
-            return fh.read().decode("utf-8", "replace")[-n:]
-
-    def log_text(self) -> str:
-        return self.log_tail(10**7)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdin:
-            self.proc.stdin.close()
-
-
-def stream_chat(http: httpx.Client, url: str, messages: list[dict], max_tokens: int) -> dict:
-    """One streamed /v1/chat/completions; client TTFT/wall and llama.cpp's timings."""
-    body = {"messages": messages, "temperature": 0.0, "max_tokens": max_tokens, "stream": True,
-            "stream_options": {"include_usage": True}}
+def stream_chat(client: LLMClient, messages: list[dict], max_tokens: int) -> dict:
+    """One streamed chat completion through the app's own client: client TTFT/wall and llama.cpp's timings."""
     t0 = time.perf_counter()
-    ttft, text, timings, usage = None, "", {}, {}
-    with http.stream("POST", url + "/v1/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                break
-            event = json.loads(payload)
-            timings = event.get("timings") or timings
-            usage = event.get("usage") or usage
-            for choice in event.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    if ttft is None:
-                        ttft = (time.perf_counter() - t0) * 1000
-                    text += piece
+    stream = client.stream(messages, temperature=0.0, max_tokens=max_tokens)
+    ttft = None
+    for _ in stream:
+        if ttft is None:
+            ttft = (time.perf_counter() - t0) * 1000
     wall = (time.perf_counter() - t0) * 1000
-    return {"ttft_ms": ttft if ttft is not None else wall, "wall_ms": wall, "text": text, "timings": timings,
-            "prompt_tokens": usage.get("prompt_tokens", 0)}
+    return {"ttft_ms": ttft if ttft is not None else wall, "wall_ms": wall, "text": stream.text,
+            "timings": stream.timings, "prompt_tokens": stream.prompt_tokens}
 
 
 # --- prompts -----------------------------------------------------------------------------------
@@ -334,12 +213,12 @@ def run_config(name: str, model: Path, draft: Path | None, threads: int, prompts
         start_ms = server.wait_healthy()
         rows = []
         busy0, steal0, own0, wall0 = *_cpu_busy_s(), sum(os.times()[:2]), time.perf_counter()
-        with httpx.Client(timeout=600.0) as http:
+        with LLMClient(server.url + "/v1", timeout_s=600.0) as client:
             warm = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "你好, hello."}]
-            stream_chat(http, server.url, warm, 1)
+            stream_chat(client, warm, 1)
             for messages in prompts:
-                check = stream_chat(http, server.url, with_check(messages), 1)
-                answer = stream_chat(http, server.url, messages, MAX_TOKENS)
+                check = stream_chat(client, with_check(messages), 1)
+                answer = stream_chat(client, messages, MAX_TOKENS)
                 ct, at = check["timings"], answer["timings"]
                 rows.append({
                     "prompt_tokens": check["prompt_tokens"], "check_prompt_n": ct.get("prompt_n", 0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,16 +26,23 @@ class QAItem:
     reference: str = ""
 
 
+def jsonl_rows(path: Path, what: str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line; bad JSON is an error naming the file and line."""
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a valid {what}: {e}") from e
+
+
 def load_qa(path: Path) -> list[QAItem]:
     """Read a QA file; a malformed line is an error naming the file and line."""
     items = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_rows(path, "QA item"):
         try:
-            row = json.loads(line)
             items.append(QAItem(**{k: v for k, v in row.items() if k in QAItem.__dataclass_fields__}))
-        except (json.JSONDecodeError, TypeError) as e:
+        except TypeError as e:
             raise ValueError(f"{path}:{n}: not a valid QA item: {e}") from e
     return items
 

@@ -29,15 +29,14 @@ class Labelled:
 
 def load_labelled(path: Path) -> list[Labelled]:
     """Read the labelled JSON Lines file; a bad row is an error naming the line."""
+    from rag.eval.qa import jsonl_rows
+
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for n, r in jsonl_rows(path, "labelled support row"):
         try:
-            r = json.loads(line)
             rows.append(Labelled(r["id"], r["pair"], r["sentence"], r["evidence"], r["label"] == "supported", r["kind"]))
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{path}:{n}: not a labelled support row: {e}") from e
+        except KeyError as e:
+            raise ValueError(f"{path}:{n}: not a labelled support row: missing {e}") from e
     return rows
 
 
