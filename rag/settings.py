@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +18,9 @@ from pydantic_settings import (
 
 BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
 CONFIG_ENV = "RAG_CONFIG"
+# The TOML file of the `load_settings` call being built: a context variable, never os.environ, so one call's
+# config does not leak into later calls or other threads.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("rag_config_file", default=None)
 
 
 def default_cache_dir() -> Path:
@@ -129,18 +134,33 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Precedence: explicit arguments > environment > TOML file named by $RAG_CONFIG."""
+        """Precedence: explicit arguments > environment > TOML file (`load_settings(config)`, else $RAG_CONFIG)."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get(CONFIG_ENV)
+        toml_path = _CONFIG_FILE.get() or os.environ.get(CONFIG_ENV)
         if toml_path:
             if not Path(toml_path).is_file():
-                raise FileNotFoundError(f"{CONFIG_ENV} points to a missing file: {toml_path}")
+                raise FileNotFoundError(f"config file not found: {toml_path}")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
 
 
+def read_toml(path: str | Path) -> dict:
+    """The settings in one TOML file; unreadable TOML and unknown names are errors that name the file."""
+    try:
+        values = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"config {path}: cannot read: {e}") from e
+    unknown = sorted(set(values) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"config {path}: unknown settings {unknown}; valid names: {', '.join(Settings.model_fields)}")
+    return values
+
+
 def load_settings(config: str | Path | None = None, **overrides) -> Settings:
-    """Build settings at an entry point: optional TOML file, then env, then explicit overrides."""
-    if config is not None:
-        os.environ[CONFIG_ENV] = str(config)
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings for one entry point or request: explicit overrides > env > the TOML file `config`
+    (default: $RAG_CONFIG). Nothing global changes: a later call without `config` is unaffected."""
+    token = _CONFIG_FILE.set(Path(config) if config is not None else None)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _CONFIG_FILE.reset(token)

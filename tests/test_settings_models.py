@@ -1,5 +1,8 @@
 """Settings from env and TOML; bundled-model provisioning is idempotent and checksum-verified."""
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from rag.embed import ModelNotAvailable, load_embedder
@@ -16,6 +19,34 @@ def test_env_overrides_toml_and_defaults(tmp_path, monkeypatch):
     s = Settings()
     assert (s.kb, s.top_k, s.fusion, s.retrieval_mode) == ("from-toml", 3, "weighted", "hybrid")
     assert load_settings(None, kb="explicit").kb == "explicit"
+
+
+def test_loading_a_config_changes_nothing_for_later_calls(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAG_CONFIG", raising=False)
+    monkeypatch.delenv("RAG_KB", raising=False)
+    toml = tmp_path / "a.toml"
+    toml.write_text('kb = "from-a"\ntop_k = 9\n', encoding="utf-8")
+    before = dict(os.environ)
+    assert (load_settings(toml).kb, load_settings(toml).top_k) == ("from-a", 9)
+    assert dict(os.environ) == before
+    assert (load_settings().kb, load_settings().top_k) == ("default", Settings.model_fields["top_k"].default)
+
+
+def test_config_per_thread_does_not_leak(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAG_CONFIG", raising=False)
+    monkeypatch.delenv("RAG_KB", raising=False)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"c{i}.toml")
+        paths[-1].write_text(f'kb = "kb{i}"\n', encoding="utf-8")
+    with ThreadPoolExecutor(4) as pool:
+        kbs = list(pool.map(lambda i: load_settings(paths[i % 4]).kb, range(200)))
+    assert kbs == [f"kb{i % 4}" for i in range(200)]
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_settings(tmp_path / "nope.toml")
 
 
 @pytest.mark.parametrize(

@@ -61,33 +61,22 @@ def add_answers_parser(sub) -> None:
 
 
 def read_config(path: Path) -> tuple[str, dict]:
-    """(name, overrides) of one config TOML; unknown setting names are an error."""
-    import tomllib
+    """(name, overrides) of one config TOML (rag.settings.read_toml: unknown names are an error)."""
+    from rag.settings import read_toml
 
-    from rag.settings import Settings
-
-    try:
-        overrides = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"config {path}: cannot read: {e}") from e
-    unknown = sorted(set(overrides) - set(Settings.model_fields))
-    if unknown:
-        raise ValueError(f"config {path}: unknown settings {unknown}; valid names: {', '.join(Settings.model_fields)}")
-    return Path(path).stem, overrides
+    return Path(path).stem, read_toml(path)
 
 
 def config_settings(overrides: dict, *, kb: str | None, index_dir: Path | None):
-    """Env/default settings for `kb`, with the config's overrides applied and validated."""
+    """Settings for `kb` through the one loader, the config's values as explicit overrides (they beat env)."""
     from pydantic import ValidationError
 
-    from rag.settings import Settings, load_settings
+    from rag.settings import load_settings
 
-    base = load_settings(None, kb=kb, index_dir=index_dir)
-    try:  # model_copy does not validate; build once through the validators to check the values
-        Settings(**(base.model_dump() | overrides))
+    try:
+        return load_settings(None, **(overrides | {k: v for k, v in {"kb": kb, "index_dir": index_dir}.items() if v}))
     except ValidationError as e:
         raise ValueError(f"invalid config values {overrides}: {e}") from e
-    return base.model_copy(update=overrides)
 
 
 def load_configs(paths: Sequence[Path]) -> dict[str, dict]:
