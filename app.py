@@ -58,7 +58,7 @@ def get_reranker(key: str, _settings: Settings):
 
 @st.cache_resource(show_spinner="Loading the knowledge base…", max_entries=4)
 def open_kb(index_dir: str, kb: str, version: str, _settings: Settings):
-    """One loaded KB version, keyed on its manifest timestamp and version folder, so re-ingests show up."""
+    """One loaded KB version, keyed on its version folder (unique per write), so re-ingests show up."""
     from rag.retrieve import open_retriever
 
     return open_retriever(_settings, embedder=get_embedder(key_of(_settings, EMBEDDER_FIELDS), _settings))
@@ -81,14 +81,6 @@ def llm_health(key: str, _settings: Settings) -> bool:
     except Exception:  # noqa: BLE001 - a server that cannot start is simply "down" here
         logger.warning("LLM health check failed", exc_info=True)
         return False
-
-
-def kb_version(index_dir: Path, kb: str) -> str | None:
-    """'<updated>|<version folder>' of the current KB version, or None when it does not exist yet."""
-    manifest = store.read_manifest(index_dir, kb)
-    if manifest is None:
-        return None
-    return f"{manifest.get('updated')}|{store.kb_path(index_dir, kb).resolve().name}"
 
 
 def flash(kind: str, text: str) -> None:
@@ -168,7 +160,7 @@ def ingest_uploads(files, settings: Settings, lang: str) -> None:
     """Save valid uploads into `<index_dir>/<kb>.uploads/`, ingest them, report per file."""
     from ingest.pipeline import run_ingest
 
-    folder = ui.uploads_dir(settings.index_dir, settings.kb)
+    folder = store.uploads_dir(settings.index_dir, settings.kb)
     saved = []
     with st.status(ui.label("indexing", lang), expanded=True) as status:
         bar = st.progress(0.0)
@@ -209,7 +201,7 @@ def delete_document(source: str, settings: Settings, lang: str) -> None:
         logger.exception("delete failed")
         flash("error", ui.error_message(e, lang, settings.kb))
     else:
-        if ui.is_uploaded_copy(source, ui.uploads_dir(settings.index_dir, settings.kb)):
+        if ui.is_uploaded_copy(source, store.uploads_dir(settings.index_dir, settings.kb)):
             Path(source).unlink(missing_ok=True)
         flash("success", f"{ui.label('deleted', lang)}: {Path(source).name}")
     clear_kb_cache()
@@ -303,7 +295,7 @@ def main() -> None:
 
     retriever, kb_error, version = None, None, None
     try:
-        version = kb_version(settings.index_dir, kb)
+        version = store.current_version(settings.index_dir, kb)
         if version is None:
             st.sidebar.info(ui.label("kb_empty", lang))
         else:

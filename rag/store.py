@@ -92,6 +92,31 @@ def kb_lock(index_dir: Path, kb: str, timeout: float = 0) -> FileLock:
     return lock
 
 
+def uploads_dir(index_dir: Path, kb: str) -> Path:
+    """Where uploaded files of a knowledge base are kept: `<index_dir>/<kb>.uploads/`."""
+    return Path(index_dir) / f"{check_kb_name(kb)}.uploads"
+
+
+def current_version(index_dir: Path, kb: str) -> str | None:
+    """The name of the version folder `kb` points at now (unique per write), or None when it does not exist."""
+    link = kb_path(index_dir, kb)
+    return link.resolve().name if (link / "manifest.json").is_file() else None
+
+
+def delete_kb(index_dir: Path, kb: str) -> None:
+    """Remove a knowledge base: its link, every version and its uploads folder (under the writer lock)."""
+    index_dir = Path(index_dir)
+    if current_version(index_dir, kb) is None:
+        raise KBNotFound(f"no knowledge base {kb!r}")
+    lock = kb_lock(index_dir, kb)
+    try:
+        kb_path(index_dir, kb).unlink()
+        shutil.rmtree(index_dir / ".versions" / kb, ignore_errors=True)
+        shutil.rmtree(uploads_dir(index_dir, kb), ignore_errors=True)
+    finally:
+        lock.release()
+
+
 @dataclass(frozen=True)
 class DocRecord:
     """One indexed document: where it came from and its cleaned text (offsets point into it)."""

@@ -127,11 +127,6 @@ def check_upload(name: str, size_bytes: int, max_mb: float) -> str:
     return safe
 
 
-def uploads_dir(index_dir: Path, kb: str) -> Path:
-    """Where uploaded files of a knowledge base are kept: `<index_dir>/<kb>.uploads/`."""
-    return Path(index_dir) / f"{kb}.uploads"
-
-
 def is_uploaded_copy(source: str, folder: Path) -> bool:
     """True when `source` lives in the uploads folder (so deleting it from the KB may delete the file)."""
     return Path(folder).resolve() in Path(source).resolve().parents

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from rag import ui
+from rag import store, ui
 from rag.records import Chunk, Hit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_upload_saves_sanitized_files_and_reports_failures(app_env, index_dir):
     at.sidebar.button(key="FormSubmitter:upload-加入知识库").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert _metrics(at)["文档"] == "2"
-    folder = ui.uploads_dir(index_dir, "上传库")
+    folder = store.uploads_dir(index_dir, "上传库")
     assert sorted(p.name for p in folder.iterdir()) == ["evil.txt", "notes.md"]
     errors = " ".join(e.value for e in at.sidebar.error)
     assert "broken.pdf" in errors and "empty.txt" in errors
