@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(
         prog="python -m ingest",
-        description="Load, clean, chunk and index documents (txt, md, html, pdf, docx, BEIR corpus.jsonl).",
+        description="Load, clean, chunk and index documents (txt, md, html, pdf, docx, images by OCR, BEIR corpus.jsonl).",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,6 +49,10 @@ def print_summary(report, elapsed: float, out=None) -> None:
     for f in report.files:
         if f.status in ("added", "updated") and f.removed_share:
             print(f"  cleaned {f.source}: removed {f.removed_share:.1%} of characters", file=out)
+        if f.status in ("added", "updated") and f.pages_ocr:
+            dropped = f", {f.ocr_dropped_lines} low-confidence lines dropped" if f.ocr_dropped_lines else ""
+            print(f"  pages {f.source}: {f.pages_text} by text layer, {f.pages_ocr} by OCR in {f.ocr_s:.1f}s{dropped}",
+                  file=out)
     print(f"chunks: {report.chunks_total} in index, {report.chunks_embedded} embedded this run", file=out)
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_s.items() if v >= 0.005)
     print(f"time: {elapsed:.2f}s ({stages})", file=out)

@@ -13,9 +13,10 @@ block / formula / table (split on line boundaries as a last resort) add more: th
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 # Block, split_blocks and split_sentences are also imported from here (tests, bench)
@@ -214,9 +215,12 @@ def _merge_tiny(sections: list[_Section], config: ChunkConfig) -> list[tuple[tup
 
 
 def chunk_document(
-    doc_id: str, source: str, text: str, *, count_tokens: TokenCounter, config: ChunkConfig = ChunkConfig()
+    doc_id: str, source: str, text: str, *, count_tokens: TokenCounter, config: ChunkConfig = ChunkConfig(),
+    pages: Sequence[tuple[int, int]] = (),
 ) -> list[Chunk]:
-    """Heading-aware chunks of one cleaned document (see the module docstring for the offset contract)."""
+    """Heading-aware chunks of one cleaned document (see the module docstring for the offset contract).
+
+    `pages`: (page number, start offset in `text`) of a paged document; each chunk gets the pages its body spans."""
     if not text.strip():
         return []
     sections = _sections(text, split_blocks(text))
@@ -230,5 +234,16 @@ def chunk_document(
         prefix = path[-1] + "\n" if path and first.kind != "heading" else ""
         body = prefix + first.prefix + text[first.start : last.end] + last.suffix
         seen[body] = ordinal = seen.get(body, -1) + 1
-        chunks.append(Chunk(chunk_id(doc_id, body, ordinal), doc_id, body, source, path, first.start, last.end))
+        chunks.append(Chunk(chunk_id(doc_id, body, ordinal), doc_id, body, source, path, first.start, last.end,
+                            *_pages_of(pages, first.start, last.end)))
     return chunks
+
+
+def _pages_of(pages: Sequence[tuple[int, int]], start: int, end: int) -> tuple:
+    """(first page, last page, later pages' (number, start) inside) of the span [start, end); no pages: (None, None, ())."""
+    if not pages:
+        return None, None, ()
+    starts = [s for _, s in pages]
+    first = max(bisect.bisect_right(starts, start) - 1, 0)
+    last = max(bisect.bisect_right(starts, max(end - 1, start)) - 1, first)
+    return pages[first][0], pages[last][0], tuple((n, s) for n, s in pages[first + 1:last + 1])

@@ -13,7 +13,7 @@ from rag.text import normalize, squash_spaces
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RULES", "Cleaned", "clean", "is_toc_like"]
+__all__ = ["RULES", "Cleaned", "clean", "clean_pages", "is_toc_like"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,27 @@ def clean(text: str) -> Cleaned:
         lines = [line for i, line in enumerate(lines) if i not in drop]
     text = _step(steps, "whitespace", "\n".join(lines), tidy_whitespace)
     return Cleaned(text, max(original - len(text), 0), original, steps)
+
+
+def clean_pages(text: str, pages: tuple[tuple[int, int], ...]) -> tuple[Cleaned, tuple[tuple[int, int], ...]]:
+    """Clean a paged document page by page, so each page's start is known in the cleaned text.
+
+    `pages`: (page number, start offset in `text`); returns the cleaned whole and the pages still
+    holding text, with their start offsets in it. No pages: `clean(text)` and ()."""
+    from ingest.load import join_pages
+
+    if not pages:
+        return clean(text), ()
+    ends = [start for _, start in pages[1:]] + [len(text)]
+    parts = [(number, clean(text[start:end])) for (number, start), end in zip(pages, ends, strict=True)]
+    joined, starts = join_pages([(number, part.text) for number, part in parts if part.text.strip()])
+    rules: dict[str, int] = {}
+    for _, part in parts:
+        for name, n in part.rules.items():
+            rules[name] = rules.get(name, 0) + n
+    original = sum(part.original_chars for _, part in parts)
+    cleaned = Cleaned(joined, max(original - len(joined), 0), original, rules)
+    return cleaned, tuple((number, start) for number, start in starts)
 
 
 def _step(steps: dict[str, int], name: str, text: str, fn: Callable[[str], str]) -> str:

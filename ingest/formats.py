@@ -11,7 +11,9 @@ import logging
 import re
 from pathlib import Path
 
-from ingest.load import LoadError, decode_text, short_cause
+import numpy as np
+
+from ingest.load import LoadError, decode_text, join_pages, short_cause
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +156,16 @@ def _docx_table(table) -> str:
     return "\n".join(rows)
 
 
-def load_pdf(path: Path, data: bytes) -> tuple[str, str, dict]:
-    """PDF via pypdf: page texts joined with blank lines; refuses files with no text layer."""
+# A PDF page's text layer is used when it holds this many non-space characters, few of them U+FFFD
+# or private-use glyph codes (fonts without a Unicode map); other pages are read by OCR.
+MIN_PAGE_CHARS = 20
+MAX_BAD_SHARE = 0.1
+OCR_DPI = 150  # PDF pages are rendered at this resolution for OCR ...
+OCR_MAX_SIDE = 2000  # ... with the longer side at most this many pixels
+
+
+def load_pdf(path: Path, data: bytes, *, ocr: bool) -> tuple[str, str, dict]:
+    """PDF via pypdf, page by page; a page without a usable text layer is rendered and OCR'd (when `ocr`)."""
     from pypdf import PdfReader
 
     try:
@@ -167,14 +177,109 @@ def load_pdf(path: Path, data: bytes) -> tuple[str, str, dict]:
         raise
     except Exception as e:
         raise LoadError(path, f"not a valid PDF: {short_cause(e)}") from e
-    texts = []
+    texts: list[tuple[int, str]] = []
+    scanned: list[int] = []
     for number, page in enumerate(pages, 1):
         try:
-            texts.append((page.extract_text() or "").strip())
+            text = (page.extract_text() or "").strip()
         except Exception as e:  # one broken page should not lose the others
             logger.warning("%s: page %d: no text extracted: %s", path, number, short_cause(e))
-    text = "\n\n".join(t for t in texts if t)
+            text = ""
+        if usable_text_layer(text):
+            texts.append((number, text))
+        else:
+            scanned.append(number)
+    meta = {"format": "pdf", "pages": len(pages), "pages_text": len(texts)}
+    if scanned and ocr:
+        meta |= _ocr_pdf_pages(path, data, scanned, texts)
+    text, starts = join_pages(sorted(texts))
     if not text:
-        raise LoadError(path, "no extractable text (scanned PDF?)")
+        why = "no text layer and OCR found no text" if ocr else "no extractable text (scanned PDF? OCR is off)"
+        raise LoadError(path, why)
     title = str(reader.metadata.title or "") if reader.metadata else ""
-    return text, title.strip(), {"format": "pdf", "pages": len(pages)}
+    return text, title.strip(), meta | {"page_starts": starts}
+
+
+def usable_text_layer(text: str) -> bool:
+    """Enough characters, and few replacement or private-use ones (glyphs without a Unicode map)."""
+    chars = [c for c in text if not c.isspace()]
+    bad = sum(c == "\ufffd" or "\ue000" <= c <= "\uf8ff" for c in chars)
+    return len(chars) >= MIN_PAGE_CHARS and bad <= MAX_BAD_SHARE * len(chars)
+
+
+def _ocr_pdf_pages(path: Path, data: bytes, numbers: list[int], texts: list[tuple[int, str]]) -> dict:
+    """Render the pages `numbers` with pdfium and OCR them, adding what they hold to `texts`."""
+    import pypdfium2
+
+    from ingest.ocr import read_image
+
+    try:
+        pdf = pypdfium2.PdfDocument(data)
+    except Exception as e:
+        raise LoadError(path, f"PDF pages cannot be rendered for OCR: {short_cause(e)}") from e
+    stats = {"pages_ocr": 0, "ocr_s": 0.0, "ocr_dropped_lines": 0}
+    try:
+        for number in numbers:
+            page = pdf[number - 1]
+            width, height = page.get_size()  # points
+            scale = min(OCR_DPI / 72, OCR_MAX_SIDE / max(width, height, 1))
+            rgb = np.asarray(page.render(scale=scale).to_pil().convert("RGB"))
+            read = read_image(rgb)
+            stats["pages_ocr"] += 1
+            stats["ocr_s"] += read.seconds
+            stats["ocr_dropped_lines"] += read.dropped
+            if read.text.strip():
+                texts.append((number, read.text))
+    finally:
+        pdf.close()
+    stats["ocr_s"] = round(stats["ocr_s"], 3)
+    return stats
+
+
+def load_image(path: Path, data: bytes, *, ocr: bool) -> tuple[str, str, dict]:
+    """PNG / JPEG / WebP / TIFF read by OCR; each frame of a multi-page TIFF is a page."""
+    from PIL import Image, ImageSequence
+
+    from ingest.ocr import MAX_PIXELS, read_image
+
+    if not ocr:
+        raise LoadError(path, 'an image is read by OCR, and OCR is off (ocr = "off")')
+    try:
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError as e:
+        raise LoadError(path, f"image too large to decode safely: {short_cause(e)}") from e
+    except Exception as e:
+        raise LoadError(path, f"not a valid image: {short_cause(e)}") from e
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise LoadError(path, f"image too large ({width}x{height} = {width * height / 1e6:.0f} MP > limit "
+                              f"{MAX_PIXELS / 1e6:.0f} MP)")
+    texts: list[tuple[int, str]] = []
+    stats = {"format": "image", "pages": 0, "pages_text": 0, "pages_ocr": 0, "ocr_s": 0.0, "ocr_dropped_lines": 0}
+    try:
+        for number, frame in enumerate(ImageSequence.Iterator(image), 1):
+            read = read_image(np.asarray(_on_white(frame)))
+            stats["pages"] = stats["pages_ocr"] = number
+            stats["ocr_s"] += read.seconds
+            stats["ocr_dropped_lines"] += read.dropped
+            if read.text.strip():
+                texts.append((number, read.text))
+    except LoadError:
+        raise
+    except Exception as e:
+        raise LoadError(path, f"not a valid image: {short_cause(e)}") from e
+    text, starts = join_pages(texts)
+    if not text:
+        raise LoadError(path, f"OCR found no text in the image ({stats['ocr_dropped_lines']} low-confidence lines dropped)")
+    stats["ocr_s"] = round(stats["ocr_s"], 3)
+    return text, "", stats | {"page_starts": starts if stats["pages"] > 1 else []}
+
+
+def _on_white(frame):
+    """An RGB copy of one image frame, transparency flattened onto white (screenshots often have alpha)."""
+    from PIL import Image
+
+    rgba = frame.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat

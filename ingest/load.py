@@ -1,7 +1,7 @@
 """Find source files and read each into `Document` records, keeping structure as light markdown.
 
-Discovery, size limits, text decoding and BEIR jsonl live here; the HTML, DOCX and PDF readers
-are in `ingest.formats`.
+Discovery, size limits, text decoding and BEIR jsonl live here; the HTML, DOCX, PDF and image
+readers are in `ingest.formats` (OCR in `ingest.ocr`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from rag.records import Document
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
+IMAGES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"})  # read by OCR
+SUPPORTED = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"}) | IMAGES
 BEIR_SUFFIX = ".jsonl"  # a BEIR corpus.jsonl: one {"_id", "title", "text"} object per line
 
 _BOMS = (  # UTF-32 before UTF-16: the UTF-32-LE BOM starts with the UTF-16-LE one
@@ -160,9 +161,11 @@ def _not_a_file_reason(path: Path) -> str:
 # --------------------------------------------------------------------------- loading
 
 
-def load(source: SourceFile, *, max_bytes: int) -> list[Document]:
-    """Read one file into documents (one per file; one per line for BEIR jsonl); raise LoadError on failure."""
-    from ingest.formats import load_docx, load_html, load_pdf  # not at the top: formats imports from here
+def load(source: SourceFile, *, max_bytes: int, ocr: bool = True) -> list[Document]:
+    """Read one file into documents (one per file; one per line for BEIR jsonl); raise LoadError on failure.
+
+    `ocr`: read images, and PDF pages without a usable text layer, with the bundled OCR."""
+    from ingest.formats import load_docx, load_html, load_image, load_pdf  # formats imports from here
 
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
@@ -175,7 +178,9 @@ def load(source: SourceFile, *, max_bytes: int) -> list[Document]:
         if suffix in (".html", ".htm"):
             text, title, meta = load_html(path, data)
         elif suffix == ".pdf":
-            text, title, meta = load_pdf(path, data)
+            text, title, meta = load_pdf(path, data, ocr=ocr)
+        elif suffix in IMAGES:
+            text, title, meta = load_image(path, data, ocr=ocr)
         elif suffix == ".docx":
             text, title, meta = load_docx(path, data)
         else:
@@ -187,7 +192,19 @@ def load(source: SourceFile, *, max_bytes: int) -> list[Document]:
     if not text.strip():
         raise LoadError(path, "no text content (whitespace only)")
     meta["bytes"] = len(data)
-    return [Document(id=source.doc_prefix, source=str(path), text=text, title=title or path.stem, meta=meta)]
+    pages = tuple((number, start) for number, start in meta.pop("page_starts", []))
+    return [Document(id=source.doc_prefix, source=str(path), text=text, title=title or path.stem, meta=meta,
+                     pages=pages)]
+
+
+def join_pages(pages: list[tuple[int, str]]) -> tuple[str, list[list[int]]]:
+    """Page texts joined by blank lines, with [page number, start offset] of each page in the result."""
+    parts, starts, offset = [], [], 0
+    for number, text in pages:
+        starts.append([number, offset])
+        parts.append(text)
+        offset += len(text) + 2
+    return "\n\n".join(parts), starts
 
 
 def _read_bytes(path: Path, max_bytes: int) -> bytes:

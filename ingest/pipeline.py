@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ingest.chunk import ChunkConfig, chunk_document
-from ingest.clean import clean
+from ingest.clean import clean_pages
 from ingest.load import LoadError, SourceFile, discover, load
 from rag import store
 from rag.records import Chunk
@@ -35,6 +35,10 @@ class FileResult:
     reason: str = ""
     chunks: int = 0
     removed_share: float = 0.0
+    pages_text: int = 0  # paged formats: pages read from the text layer
+    pages_ocr: int = 0  # pages (or images) read by OCR
+    ocr_s: float = 0.0  # seconds spent in OCR
+    ocr_dropped_lines: int = 0  # recognised lines dropped for low confidence
 
 
 @dataclass
@@ -214,7 +218,8 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
         files_state[entry["source"]] = entry
         docs += file_docs
         chunks += file_chunks
-        report.files.append(FileResult(entry["source"], status, chunks=len(file_chunks), removed_share=entry["removed_share"]))
+        report.files.append(FileResult(entry["source"], status, chunks=len(file_chunks), removed_share=entry["removed_share"],
+                                       **_page_counts(file_docs)))
 
     t = time.perf_counter()
     vectors = _embed(chunks, old_rows, state.dense.vectors, embedder, settings, report, progress)
@@ -246,7 +251,7 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
     source = str(sf.path.resolve())
     t = time.perf_counter()
     try:
-        loaded = load(sf, max_bytes=int(settings.max_file_mb * 1024 * 1024))
+        loaded = load(sf, max_bytes=int(settings.max_file_mb * 1024 * 1024), ocr=settings.ocr != "off")
     except LoadError as e:
         report.files.append(FileResult(source, "failed", reason=e.reason))
         return None
@@ -254,14 +259,14 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
     docs, chunks, original, removed = [], [], 0, 0
     for doc in loaded:
         t = time.perf_counter()
-        cleaned = clean(doc.text)
+        cleaned, pages = clean_pages(doc.text, doc.pages)
         report.stage_s["clean"] += time.perf_counter() - t
         original += cleaned.original_chars
         removed += cleaned.removed_chars
         if not cleaned.text.strip():
             continue
         t = time.perf_counter()
-        doc_chunks = chunk_document(doc.id, source, cleaned.text, count_tokens=count_tokens, config=config)
+        doc_chunks = chunk_document(doc.id, source, cleaned.text, count_tokens=count_tokens, config=config, pages=pages)
         report.stage_s["chunk"] += time.perf_counter() - t
         docs.append(store.DocRecord(doc.id, source, doc.title, cleaned.text, text_sha256(cleaned.text), dict(doc.meta)))
         chunks += doc_chunks
@@ -276,6 +281,12 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
         "removed_share": round(removed / original, 4) if original else 0.0,
     }
     return docs, chunks, entry
+
+
+def _page_counts(docs) -> dict:
+    """The loader's page and OCR figures of one file, for its report line."""
+    keys = ("pages_text", "pages_ocr", "ocr_s", "ocr_dropped_lines")
+    return {k: sum(d.meta.get(k, 0) for d in docs) for k in keys}
 
 
 def _embed(chunks: list[Chunk], old_rows: dict[str, int], old_vectors, embedder, settings, report, progress) -> np.ndarray:

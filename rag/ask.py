@@ -42,6 +42,7 @@ def answer_json(ans) -> dict:
         "answerable_p": ans.answerable_p,
         "citations": [
             {"n": c.n, "doc_id": c.chunk.doc_id, "source": c.chunk.source, "heading": c.chunk.heading,
+             "page": c.page, "page_end": c.page_end,
              "start": c.chunk.start, "end": c.chunk.end, "text": c.chunk.text, "supported": c.supported,
              "evidence": c.quotes()}
             for c in ans.citations
@@ -51,7 +52,8 @@ def answer_json(ans) -> dict:
         "unsupported_sentences": ans.unsupported_sentences,
         "removed_citations": ans.removed_citations,
         "hits": [{**{k: v for k, v in asdict(h).items() if k != "chunk"}, "chunk_id": h.chunk.id, "doc_id": h.chunk.doc_id,
-                  "heading": h.chunk.heading, "text": h.chunk.text} for h in ans.hits],
+                  "heading": h.chunk.heading, "page": h.chunk.page, "page_end": h.chunk.page_end, "text": h.chunk.text}
+                 for h in ans.hits],
         "timings_ms": {k: ans.timings_ms.get(k, 0.0) for k in ("retrieve", "rerank", "evidence", "first_token", "total")}
         | ans.timings_ms,
         "usage": ans.usage,
@@ -65,7 +67,8 @@ def print_sources(ans, out=None) -> None:
         print("\nSources:", file=out)
         for c in ans.citations:
             flag = "" if c.supported else "  (not supported by the cited text)"
-            print(f"  [{c.n}] {c.chunk.doc_id}  {c.chunk.heading}  chars {c.chunk.start}-{c.chunk.end}{flag}", file=out)
+            where = f"{c.chunk.page_label}, " if c.page is not None else ""
+            print(f"  [{c.n}] {c.chunk.doc_id}  {c.chunk.heading}  {where}chars {c.chunk.start}-{c.chunk.end}{flag}", file=out)
     if ans.unsupported_sentences:
         print("\nRemoved (not supported by the cited sources):", file=out)
         for sentence in ans.unsupported_sentences:

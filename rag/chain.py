@@ -28,7 +28,7 @@ from rag.prompt import (
     refusal_text,
     translate_messages,
 )
-from rag.records import Answer, Citation, Hit
+from rag.records import Answer, Chunk, Citation, Hit, paged_span
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
 from rag.settings import Settings
@@ -207,8 +207,8 @@ def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str =
     for s in support:
         for n in s.cited:
             by_n[n] = by_n.get(n, True) and s.status == "supported"
-    citations = [Citation(c.n, c.chunk, supported=by_n.get(c.n, True), pieces=_pieces(sources, c.n))
-                 for c in citations]
+    citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
+                          pieces=_pieces(sources, c.n)) for c in citations]
     facts = {"removed": removed, "attributed": attributed, "unsupported": [s.text for s in unsupported],
              "key_unsupported": key_unsupported}
     return text, citations, facts
@@ -216,6 +216,12 @@ def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str =
 
 def _pieces(sources: Sequence[Source], n: int) -> tuple[tuple[int, int], ...]:
     return next((s.pieces for s in sources if s.n == n), ())
+
+
+def _paged(span: Chunk, sources: Sequence[Source], n: int) -> Chunk:
+    """The cited span with the pages of the chunks source `n` was cut from (paged documents)."""
+    source = next((s for s in sources if s.n == n), None)
+    return paged_span(span, source.chunks, source.pieces) if source else span
 
 
 # --- the chain ----------------------------------------------------------------------------------
@@ -301,7 +307,8 @@ def _extractive(evidence: Evidence, result: Callable[..., Answer], settings: Set
     """The answer made of the best evidence sentences, their sources cited (no LLM)."""
     text = extractive_text(evidence, evidence.sources, settings.extractive_sentences)
     citations, _, text = parse_citations(text, evidence.sources)
-    citations = [Citation(c.n, c.chunk, pieces=_pieces(evidence.sources, c.n)) for c in citations]
+    citations = [Citation(c.n, _paged(c.chunk, evidence.sources, c.n), pieces=_pieces(evidence.sources, c.n))
+                 for c in citations]
     return result(text, citations, mode="extractive", notice=notice, sources=evidence.sources)
 
 

@@ -8,6 +8,12 @@ from __future__ import annotations
 import streamlit as st
 
 from rag import ui
+from rag.records import paged_span
+
+
+def source_title(chunk, lang: str) -> str:
+    """The expander label of a source, with its page ('p. 7') when the document has pages."""
+    return ui.source_title(chunk, lang) + (f" · {chunk.page_label}" if chunk.page_label else "")
 
 
 def source_expander(title: str, chunk, hits, spans, lang: str, note: str = "") -> None:
@@ -27,7 +33,7 @@ def render_evidence(sources, lang: str, expanded: bool = False) -> None:
     with st.expander(f"{ui.label('evidence', lang)} ({len(sources)})", expanded=expanded):
         for source in sources:
             span = source.span
-            st.markdown(f"**[{source.n}]** {ui.source_title(span, lang)}")
+            st.markdown(f"**[{source.n}]** {source_title(paged_span(span, source.chunks, source.pieces), lang)}")
             st.markdown(ui.highlight_html(span.text, ui.piece_spans(span, source.pieces)), unsafe_allow_html=True)
 
 
@@ -53,11 +59,11 @@ def render_answer(ans, lang: str) -> None:
         note = "" if c.supported else "⚠ " + ui.label("unsupported_cite", lang)
         if not spans:
             note = (note + " " + ui.label("no_overlap", lang)).strip()
-        title = f"[{c.n}]{'' if c.supported else ' ⚠'} {ui.source_title(c.chunk, lang)}"
+        title = f"[{c.n}]{'' if c.supported else ' ⚠'} {source_title(c.chunk, lang)}"
         source_expander(title, c.chunk, ui.hits_for(c.chunk.id, ans.hits), spans, lang, note)
     if ans.refused or not ans.citations:
         for i, hit in enumerate(ans.hits[:3], start=1):
-            title = f"{ui.label('closest', lang)} {i}: {ui.source_title(hit.chunk, lang)}"
+            title = f"{ui.label('closest', lang)} {i}: {source_title(hit.chunk, lang)}"
             source_expander(title, hit.chunk, [hit], [], lang)
     timings = ans.timings_ms
     if timings.get("total"):

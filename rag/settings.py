@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = 48  # overlap between consecutive chunks of one section, in tokens
     hnsw_threshold: int = 50_000  # exact FAISS search below this many chunks, HNSW above
     max_file_mb: float = 20.0  # larger files are reported and skipped
+    # "auto": images, and PDF pages without a usable text layer, are read by the bundled OCR (ingest/ocr.py);
+    # "off": images are reported and skipped, scanned PDF pages are left out.
+    ocr: Literal["auto", "off"] = "auto"
 
     # --- retrieval ---------------------------------------------------------------------------
     retrieval_mode: Literal["dense", "bm25", "hybrid"] = "hybrid"

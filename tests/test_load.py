@@ -129,7 +129,7 @@ def outcome(corpus: Path) -> tuple[dict[str, object], list[LoadError]]:
     ("name", "reason"),
     [
         pytest.param("corrupt.pdf", "not a valid PDF", id="corrupt-pdf"),
-        pytest.param("scanned.pdf", "no extractable text (scanned PDF?)", id="pdf-without-text"),
+        pytest.param("scanned.pdf", "no text layer and OCR found no text", id="pdf-without-text"),
         pytest.param("corrupt.docx", "not a valid DOCX", id="corrupt-docx"),
         pytest.param("empty.txt", "empty file", id="zero-bytes"),
         pytest.param("binary.txt", "binary content, not text", id="binary-named-txt"),

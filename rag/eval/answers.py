@@ -98,8 +98,8 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
     from rag.cite import split_sentences, strip_markers
 
     judgeable = bool(item.evidence or item.doc_ids)
-    citations = [{"n": c.n, "doc_id": c.chunk.doc_id, "heading": c.chunk.heading, "start": c.chunk.start,
-                  "end": c.chunk.end, "pieces": [list(p) for p in c.pieces],
+    citations = [{"n": c.n, "doc_id": c.chunk.doc_id, "heading": c.chunk.heading, "page": c.page,
+                  "page_end": c.page_end, "start": c.chunk.start, "end": c.chunk.end, "pieces": [list(p) for p in c.pieces],
                   "relevant": cited_relevant(item, c, judge) if judgeable else None,
                   "supported": c.supported} for c in ans.citations]
     first_relevant = next((i for i, h in enumerate(ans.hits, 1) if judgeable and judge.relevant(item, h.chunk)), None)
