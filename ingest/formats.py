@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,9 @@ def load_image(path: Path, data: bytes, *, ocr: bool) -> tuple[str, str, dict]:
     if not ocr:
         raise LoadError(path, 'an image is read by OCR, and OCR is off (ocr = "off")')
     try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
+        with warnings.catch_warnings():  # the size is checked below, with a limit of our own
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
     except Image.DecompressionBombError as e:
         raise LoadError(path, f"image too large to decode safely: {short_cause(e)}") from e
     except Exception as e:
