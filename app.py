@@ -210,7 +210,7 @@ def delete_document(source: str, settings: Settings, lang: str) -> None:
 
 def documents_panel(retriever, settings: Settings, lang: str) -> None:
     """Upload form and the list of documents with a delete button each."""
-    rows = ui.document_rows(retriever.state.manifest if retriever else None)
+    rows = ui.document_rows(retriever.state.manifest.to_dict() if retriever else None)
     with st.sidebar.expander(f"{ui.label('documents', lang)} ({len(rows)})", expanded=not rows):
         with st.form("upload", clear_on_submit=True, border=False):
             files = st.file_uploader(ui.label("upload", lang), type=list(ui.UPLOAD_TYPES), accept_multiple_files=True)

@@ -43,9 +43,9 @@ def scifact_slice(folder: Path, n: int = SCIFACT_SLICE) -> Path:
 def in_process(path: Path, index_dir: Path, kb: str) -> dict:
     """Full ingest, raw encode of the same texts, no-change re-ingest; seconds and counts."""
     from ingest.pipeline import run_ingest
-    from rag import store
     from rag.embed import load_embedder
     from rag.settings import Settings
+    from rag.stores.files import load_state
 
     settings = Settings(index_dir=index_dir, kb=kb)
     embedder = load_embedder(settings)
@@ -53,7 +53,7 @@ def in_process(path: Path, index_dir: Path, kb: str) -> dict:
     report = run_ingest([path], settings, progress=False)
     wall = time.perf_counter() - t
     ingest_s = wall - report.stage_s.get("model_load", 0.0)
-    texts = [c.text for c in store.load_state(index_dir, kb).chunks]
+    texts = [c.text for c in load_state(index_dir, kb).chunks]
     t = time.perf_counter()
     embedder.encode_passages(texts, batch_size=settings.embed_batch_size)
     raw_s = time.perf_counter() - t

@@ -10,20 +10,26 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from ingest.chunk import ChunkConfig, chunk_document
-from ingest.clean import clean_pages
+from ingest.clean import clean_pages, is_toc_like
 from ingest.load import LoadError, SourceFile, discover, load
 from rag import store
 from rag.records import Chunk
 from rag.settings import Settings
+from rag.text import script_counts
 
 logger = logging.getLogger(__name__)
+
+TOC_PENALTY = 0.5  # fused-score factor for table-of-contents / link-list chunks
+SHORT_CHARS = 40  # chunks with less text than this are mostly stray titles
+SHORT_PENALTY = 0.5
+SCRIPT_SAMPLE_CHARS = 200  # the corpus language counts the scripts of each chunk's first characters
 
 
 @dataclass
@@ -76,45 +82,33 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def new_manifest(settings: Settings, embedder) -> dict:
+def new_manifest(settings: Settings, embedder) -> store.Manifest:
     """The manifest of a fresh knowledge base."""
     import faiss
     import jieba
-    import sentence_transformers
 
-    from rag.embed import embedder_manifest
     from rag.text import TOKENIZER_VERSION
 
-    return {
-        "kb": settings.kb,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "embedder": embedder_manifest(embedder),
-        "chunking": {"chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap},
-        "tokenizer": TOKENIZER_VERSION,
-        "packages": {
-            "faiss": faiss.__version__,
-            "jieba": jieba.__version__,
-            "sentence_transformers": sentence_transformers.__version__,
-            "numpy": np.__version__,
-        },
-        "files": {},
-    }
+    return store.Manifest(
+        kb=settings.kb,
+        embedder=store.EmbedderInfo(embedder.name, embedder.dim, embedder.fingerprint, embedder.query_prefix,
+                                    embedder.passage_prefix),
+        chunking=store.Chunking(settings.chunk_tokens, settings.chunk_overlap),
+        tokenizer=TOKENIZER_VERSION,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        backend=settings.store,
+        packages={"faiss": faiss.__version__, "jieba": jieba.__version__, "numpy": np.__version__},
+    )
 
 
-def check_compatible(manifest: dict, settings: Settings, kb: str) -> None:
-    """Refuse to extend an index built with another embedder or chunking."""
-    built = manifest.get("embedder", {}).get("id")
-    if built != settings.embedder:
-        raise store.IndexMismatch(
-            f"knowledge base {kb!r} was built with embedder {built!r}, but the current embedder is "
-            f"{settings.embedder!r}; use the same embedder or rebuild with --rebuild"
-        )
-    chunking = {"chunk_tokens": settings.chunk_tokens, "overlap_tokens": settings.chunk_overlap}
-    if manifest.get("chunking") != chunking:
-        raise store.IndexMismatch(
-            f"knowledge base {kb!r} was chunked with {manifest.get('chunking')}, settings say {chunking}; "
-            "rebuild with --rebuild to change chunking"
-        )
+def chunk_prior(text: str) -> float:
+    """Fused-score factor of a chunk: tables of contents, link lists and stray titles count less."""
+    factor = 1.0
+    if is_toc_like(text):
+        factor *= TOC_PENALTY
+    if len(text.strip()) < SHORT_CHARS:
+        factor *= SHORT_PENALTY
+    return factor
 
 
 def _under(source: str, roots: list[Path]) -> bool:
@@ -168,19 +162,19 @@ def run_ingest(
     t0 = time.perf_counter()
     lock = store.kb_lock(index_dir, kb)
     try:
-        manifest = None if rebuild else store.read_manifest(index_dir, kb)
+        manifest = None if rebuild else store.peek_manifest(settings)
         if manifest is not None:
-            check_compatible(manifest, settings, kb)
-        files_state = dict(manifest["files"]) if manifest else {}
+            store.check_compatible(manifest, settings, writing=True)
+        files_state = dict(manifest.files) if manifest else {}
         work = plan(list(paths), files_state, list(deletes), report)
         for err in work.errors:
             report.files.append(FileResult(str(err.path), "failed", reason=err.reason))
         report.stage_s["scan"] += time.perf_counter() - t0
         from rag.text import TOKENIZER_VERSION
 
-        stale_terms = manifest is not None and manifest.get("tokenizer") != TOKENIZER_VERSION
+        stale_terms = manifest is not None and manifest.tokenizer != TOKENIZER_VERSION
         if not work.todo and not work.drop and manifest is not None and not stale_terms:
-            report.chunks_total = manifest.get("counts", {}).get("chunks", 0)
+            report.chunks_total = manifest.counts.get("chunks", 0)
             return report
         _apply(work, manifest, files_state, settings, report, progress)
     finally:
@@ -197,15 +191,10 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     embedder = load_embedder(settings)
     report.stage_s["model_load"] += time.perf_counter() - t
     if manifest is None:
-        state = store.empty_state(new_manifest(settings, embedder), embedder.dim)
+        kb = store.open_store(settings, create=new_manifest(settings, embedder))
     else:
-        if manifest["embedder"].get("fingerprint") != embedder.fingerprint:
-            raise store.IndexMismatch(
-                f"knowledge base {settings.kb!r} was built by a different copy of {settings.embedder!r} "
-                f"(fingerprint {manifest['embedder'].get('fingerprint')} != {embedder.fingerprint}); rebuild with --rebuild"
-            )
-        state = store.with_current_tokenizer(store.load_state(Path(settings.index_dir), settings.kb))
-    old_rows = {c.id: i for i, c in enumerate(state.chunks)}
+        kb = store.open_store(settings)
+        store.check_compatible(kb.manifest, settings, embedder, writing=True)
 
     docs, chunks = [], []
     config = ChunkConfig(chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap)
@@ -222,27 +211,22 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
                                        **_page_counts(file_docs)))
 
     t = time.perf_counter()
-    vectors = _embed(chunks, old_rows, state.dense.vectors, embedder, settings, report, progress)
+    vectors = _embed(chunks, kb, embedder, settings, report, progress)
     report.stage_s["embed"] += time.perf_counter() - t
     t = time.perf_counter()
-    tokens = [tokenize(c.text) for c in chunks]
+    batch = store.Batch(docs, chunks, vectors, [tokenize(c.text) for c in chunks], [chunk_prior(c.text) for c in chunks])
     report.stage_s["bm25_tokenize"] += time.perf_counter() - t
 
-    t = time.perf_counter()
     dropped_docs = {d for s in work.drop for d in files_state.get(s, {}).get("doc_ids", [])}
     for source in work.drop:
         files_state.pop(source, None)
         report.files.append(FileResult(source, "deleted"))
-    state = state.apply(remove=dropped_docs, docs=docs, chunks=chunks, vectors=vectors, tokens=tokens,
-                        hnsw_threshold=settings.hnsw_threshold)
-    state = store.with_manifest(state, files=files_state)
-    report.stage_s["index"] += time.perf_counter() - t
-    report.chunks_total = len(state.chunks)
-    if not state.documents and not any(f.status in ("deleted",) for f in report.files):
+    if not docs and not work.drop and not len(kb):
         return  # nothing could be indexed: leave any previous index untouched
     t = time.perf_counter()
-    store.write_state(Path(settings.index_dir), settings.kb, state)
+    kb.apply(batch, dropped_docs, replace(kb.manifest, files=files_state))
     report.stage_s["write"] += time.perf_counter() - t
+    report.chunks_total = len(kb)
     report.wrote = True
 
 
@@ -256,7 +240,7 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
         report.files.append(FileResult(source, "failed", reason=e.reason))
         return None
     report.stage_s["load"] += time.perf_counter() - t
-    docs, chunks, original, removed = [], [], 0, 0
+    docs, chunks, original, removed, script = [], [], 0, 0, [0, 0]
     for doc in loaded:
         t = time.perf_counter()
         cleaned, pages = clean_pages(doc.text, doc.pages)
@@ -270,6 +254,9 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
         report.stage_s["chunk"] += time.perf_counter() - t
         docs.append(store.DocRecord(doc.id, source, doc.title, cleaned.text, text_sha256(cleaned.text), dict(doc.meta)))
         chunks += doc_chunks
+        for chunk in doc_chunks:
+            counts = script_counts(chunk.text[:SCRIPT_SAMPLE_CHARS])
+            script = [script[0] + counts[0], script[1] + counts[1]]
     if not docs:
         report.files.append(FileResult(source, "failed", reason="no text left after cleaning"))
         return None
@@ -279,6 +266,7 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
         "doc_ids": [d.id for d in docs],
         "chunks": len(chunks),
         "removed_share": round(removed / original, 4) if original else 0.0,
+        "script": script,
     }
     return docs, chunks, entry
 
@@ -289,16 +277,16 @@ def _page_counts(docs) -> dict:
     return {k: sum(d.meta.get(k, 0) for d in docs) for k in keys}
 
 
-def _embed(chunks: list[Chunk], old_rows: dict[str, int], old_vectors, embedder, settings, report, progress) -> np.ndarray:
+def _embed(chunks: list[Chunk], kb: store.Store, embedder, settings, report, progress) -> np.ndarray:
     """Vectors for `chunks`, reusing the stored vector of any chunk id already indexed."""
     out = np.zeros((len(chunks), embedder.dim), np.float32)
+    stored = kb.vectors([c.id for c in chunks])
     missing = []
     for i, chunk in enumerate(chunks):
-        row = old_rows.get(chunk.id)
-        if row is None:
-            missing.append(i)
+        if chunk.id in stored:
+            out[i] = stored[chunk.id]
         else:
-            out[i] = old_vectors[row]
+            missing.append(i)
     if missing:
         vecs = embedder.encode_passages(
             [chunks[i].text for i in missing], batch_size=settings.embed_batch_size, progress=progress

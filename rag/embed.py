@@ -159,15 +159,3 @@ def load_embedder(settings: Settings) -> Embedder:
         settings.query_prefix,
         settings.passage_prefix,
     )
-
-
-def embedder_manifest(embedder: Embedder) -> dict:
-    """What a knowledge base records about the embedder that built it."""
-    return {
-        "id": embedder.name,
-        "dim": embedder.dim,
-        "fingerprint": embedder.fingerprint,
-        "query_prefix": embedder.query_prefix,
-        "passage_prefix": embedder.passage_prefix,
-    }
-

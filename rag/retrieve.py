@@ -2,101 +2,101 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-
-import numpy as np
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from rag import fuse
 from rag.records import Hit
 from rag.settings import Settings
-from rag.store import KBState
-from rag.text import expand_query, language, normalize, tokenize
+from rag.store import Store
+from rag.text import expand_query, normalize, tokenize
 
 logger = logging.getLogger(__name__)
 
 MODES = ("dense", "bm25", "hybrid")
-TOC_PENALTY = 0.5  # fused-score factor for table-of-contents / link-list chunks
-SHORT_CHARS = 40  # chunks with less text than this are mostly stray titles
-SHORT_PENALTY = 0.5
+
+
+@dataclass
+class Retrieval:
+    """The hits of one search and the milliseconds each stage took (embed, dense, bm25, fuse)."""
+
+    hits: list[Hit]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, stage: str) -> Iterator[None]:
+    """Add the block's milliseconds to `timings[stage]` (nothing when `timings` is None)."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - t) * 1000
 
 
 class Retriever:
-    """Searches one loaded knowledge base; every hit keeps each stage's rank and score."""
+    """Searches one knowledge base; every hit keeps each stage's rank and score.
 
-    def __init__(self, state: KBState, embedder, settings: Settings) -> None:
+    Shared by app sessions and eval threads: it holds no per-call state (timings come with the result).
+    """
+
+    def __init__(self, state: Store, embedder, settings: Settings) -> None:
         self.state = state
         self.embedder = embedder
         self.settings = settings
-        self.timings_ms: dict[str, float] = {}
 
-    @functools.cached_property
-    def prior(self) -> np.ndarray:
-        """Per-chunk score factor: down-weights tables of contents, link lists and stray titles."""
-        from ingest.clean import is_toc_like
-
-        factor = np.ones(len(self.state.chunks))
-        for row, chunk in enumerate(self.state.chunks):
-            if is_toc_like(chunk.text):
-                factor[row] *= TOC_PENALTY
-            if len(chunk.text.strip()) < SHORT_CHARS:
-                factor[row] *= SHORT_PENALTY
-        return factor
-
-    @functools.cached_property
+    @property
     def corpus_language(self) -> str:
-        """'zh' or 'en' for the knowledge base as a whole (from a sample of its chunks)."""
-        sample = self.state.chunks[:: max(1, len(self.state.chunks) // 200)]
-        return language("".join(c.text[:200] for c in sample))
+        """'zh' or 'en' for the knowledge base as a whole (computed at ingest, stored in the manifest)."""
+        return self.state.manifest.language
 
     def _expand(self, query: str) -> str:
         """Glossary expansion: only English questions over Chinese documents gain Chinese terms."""
         return expand_query(query) if self.corpus_language == "zh" else query
 
-    def _timed(self, stage: str, start: float) -> None:
-        self.timings_ms[stage] = self.timings_ms.get(stage, 0.0) + (time.perf_counter() - start) * 1000
+    def dense_ranking(self, query: str, k: int, timings: dict[str, float] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, cosine) for the query embedded with the query prefix."""
+        with _timed(timings, "embed"):
+            if self.settings.query_expansion == "both":
+                query = self._expand(query)
+            vector = self.embedder.encode_queries([normalize(query)])[0]
+        with _timed(timings, "dense"):
+            return self.state.search_dense(vector, k)
 
-    def dense_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
-        """(row, cosine) for the query embedded with the query prefix."""
-        t = time.perf_counter()
-        if self.settings.query_expansion == "both":
-            query = self._expand(query)
-        vector = self.embedder.encode_queries([normalize(query)])[0]
-        self._timed("embed", t)
-        t = time.perf_counter()
-        result = self.state.search_dense(vector, k)
-        self._timed("dense", t)
-        return result
-
-    def bm25_ranking(self, query: str, k: int) -> list[tuple[int, float]]:
-        """(row, BM25) for the query's jieba tokens."""
-        t = time.perf_counter()
-        if self.settings.query_expansion != "none":
-            query = self._expand(query)
-        result = self.state.search_sparse(tokenize(query), k)
-        self._timed("bm25", t)
-        return result
+    def bm25_ranking(self, query: str, k: int, timings: dict[str, float] | None = None) -> list[tuple[str, float]]:
+        """(chunk id, BM25) for the query's jieba tokens."""
+        with _timed(timings, "bm25"):
+            if self.settings.query_expansion != "none":
+                query = self._expand(query)
+            return self.state.search_sparse(tokenize(query), k)
 
     def search(self, query: str, *, mode: str | None = None, k: int | None = None) -> list[Hit]:
         """The top `k` hits for `query` in `mode` (defaults from settings)."""
+        return self.search_timed(query, mode=mode, k=k).hits
+
+    def search_timed(self, query: str, *, mode: str | None = None, k: int | None = None) -> Retrieval:
+        """`search` with each stage's milliseconds."""
         mode = mode or self.settings.retrieval_mode
         k = k or self.settings.top_k
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}, got {mode!r}")
-        self.timings_ms = {}
-        if not self.state.chunks or not query.strip():
-            return []
+        result = Retrieval([])
+        if not len(self.state) or not query.strip():
+            return result
         depth = max(self.settings.candidates, k)
-        dense = self.dense_ranking(query, depth) if mode in ("dense", "hybrid") else []
-        sparse = self.bm25_ranking(query, depth) if mode in ("bm25", "hybrid") else []
-        t = time.perf_counter()
-        hits = self._fuse(dense, sparse, mode)[:k]
-        self._timed("fuse", t)
-        return hits
+        dense = self.dense_ranking(query, depth, result.timings_ms) if mode in ("dense", "hybrid") else []
+        sparse = self.bm25_ranking(query, depth, result.timings_ms) if mode in ("bm25", "hybrid") else []
+        with _timed(result.timings_ms, "fuse"):
+            result.hits = self._fuse(dense, sparse, mode, k)
+        return result
 
-    def _fuse(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str) -> list[Hit]:
-        """Combine the rankings, apply the chunk prior, and attach provenance."""
+    def _fuse(self, dense: list[tuple[str, float]], sparse: list[tuple[str, float]], mode: str,
+              k: int | None = None) -> list[Hit]:
+        """Combine the rankings, apply the stored chunk prior, and attach provenance to the top `k`."""
         s = self.settings
         if mode == "hybrid" and s.fusion == "rrf":
             fused = fuse.rrf([[r for r, _ in dense], [r for r, _ in sparse]], k=s.rrf_k)
@@ -104,36 +104,28 @@ class Retriever:
             fused = fuse.weighted([dict(dense), dict(sparse)], [s.dense_weight, 1 - s.dense_weight])
         else:
             fused = dict(dense or sparse)
-        prior = self.prior
-        fused = {row: score * prior[row] if score > 0 else score for row, score in fused.items()}
-        dense_at = {row: (rank, score) for rank, (row, score) in enumerate(dense, start=1)}
-        sparse_at = {row: (rank, score) for rank, (row, score) in enumerate(sparse, start=1)}
+        prior = self.state.priors(list(fused))
+        fused = {key: score * prior[key] if score > 0 else score for key, score in fused.items()}
+        top = fuse.ranked(fused)[:k]
+        dense_at = {key: (rank, score) for rank, (key, score) in enumerate(dense, start=1)}
+        sparse_at = {key: (rank, score) for rank, (key, score) in enumerate(sparse, start=1)}
         hits = []
-        for row, score in fuse.ranked(fused):
-            d_rank, d_score = dense_at.get(row, (None, None))
-            b_rank, b_score = sparse_at.get(row, (None, None))
-            hits.append(Hit(self.state.chunks[row], d_rank, d_score, b_rank, b_score, fused=score))
+        for chunk, (key, score) in zip(self.state.chunks([key for key, _ in top]), top):
+            d_rank, d_score = dense_at.get(key, (None, None))
+            b_rank, b_score = sparse_at.get(key, (None, None))
+            hits.append(Hit(chunk, d_rank, d_score, b_rank, b_score, fused=score))
         return hits
 
 
 def open_retriever(settings: Settings, *, embedder=None) -> Retriever:
-    """Load `settings.kb` and the embedder it was built with; refuse a mismatched embedder."""
-    from pathlib import Path
-
+    """Open `settings.kb` on `settings.store` with the embedder it was built with; refuse a mismatch."""
     from rag import store
     from rag.embed import load_embedder
 
-    state = store.with_current_tokenizer(store.load_state(Path(settings.index_dir), settings.kb))
-    built = state.manifest["embedder"]
+    kb = store.open_store(settings)
     embedder = embedder or load_embedder(settings)
-    if built.get("id") != embedder.name or built.get("fingerprint") != embedder.fingerprint or built.get("dim") != embedder.dim:
-        raise store.IndexMismatch(
-            f"knowledge base {settings.kb!r} was built with embedder {built.get('id')!r} "
-            f"(dim {built.get('dim')}, fingerprint {built.get('fingerprint')}), but the configured embedder is "
-            f"{embedder.name!r} (dim {embedder.dim}, fingerprint {embedder.fingerprint}); set RAG_EMBEDDER to the "
-            "original model or rebuild the knowledge base with `python -m ingest PATH --rebuild`"
-        )
-    return Retriever(state, embedder, settings)
+    store.check_compatible(kb.manifest, settings, embedder)
+    return Retriever(kb, embedder, settings)
 
 
 def with_history(question: str, history: list[dict] | tuple = ()) -> str:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     # --- storage -----------------------------------------------------------------------------
     index_dir: Path = Path("index")  # one folder per knowledge base below this
     kb: str = "default"  # knowledge-base name
+    store: Literal["files", "milvus"] = "files"  # files: FAISS + BM25 folders below index_dir; milvus: see milvus_uri
+    # milvus: a local path ending in .db = embedded Milvus Lite ("" = <index_dir>/milvus.db);
+    # http://host:19530 = a Milvus standalone server or cluster (README: running against Milvus)
+    milvus_uri: str = ""
+    milvus_token: str = ""  # "user:password" or an API key, when the server wants one
     cache_dir: Path = Field(default_factory=default_cache_dir)  # provisioned models
 
     # --- models ------------------------------------------------------------------------------

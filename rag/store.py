@@ -1,42 +1,40 @@
-"""Knowledge-base folders: manifest, chunks, dense (FAISS) and sparse (BM25) indexes.
+"""Knowledge bases: the store contract, the typed manifest and the one compatibility check.
 
-Layout: `<index_dir>/<kb>` is a symlink to an immutable version folder
-`<index_dir>/.versions/<kb>/<stamp>/` holding `manifest.json`, `chunks.jsonl`, `documents.jsonl`,
-`vectors.npy`, `dense.faiss` and `bm25/*.npy|json`. A writer builds a new version folder, then
-swaps the symlink with one atomic rename, so a reader (or a crash at any moment) always sees a
-complete version. `<index_dir>/.<kb>.lock` serialises writers. Nothing is pickled.
-
-Store contract (so another engine can replace the files): `upsert`, `delete`, `search_dense`,
-`search_sparse`, `stats`; higher scores are better; ids are strings.
+Two backends implement `Store`: `files` (rag/stores/files.py: FAISS + BM25 arrays in atomic
+version folders below `index_dir`, the default) and `milvus` (rag/stores/milvus.py: Milvus Lite
+in a local `.db`, or a Milvus server/cluster by URI). `open_store(settings)` picks one from
+`settings.store`. Higher scores are better; chunks are addressed by their string ids.
+`<index_dir>/.<kb>.lock` serialises writers on both backends. Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from filelock import FileLock, Timeout
 
-from rag.bm25 import BM25Index
-from rag.dense import DenseIndex
 from rag.records import Chunk
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be loading it)
+FORMAT_VERSION = 2  # 2: typed manifest, stored chunk prior and per-file script counts
 _KB_NAME = re.compile(r"^[\w\-\u4e00-\u9fff]{1,64}$")
 
 
 class IndexMismatch(RuntimeError):
     """The knowledge base was built with settings (embedder, format) that differ from the current ones."""
+
+
+class KBCorrupt(IndexMismatch):
+    """The parts of a stored knowledge base disagree (row counts, or the manifest and the collection)."""
 
 
 class KBLocked(RuntimeError):
@@ -67,18 +65,12 @@ def list_kbs(index_dir: Path) -> list[str]:
     return sorted(p.name for p in index_dir.iterdir() if not p.name.startswith(".") and (p / "manifest.json").is_file())
 
 
-def read_manifest(index_dir: Path, kb: str) -> dict | None:
-    """The current manifest, or None when the knowledge base does not exist yet."""
+def read_manifest(index_dir: Path, kb: str) -> Manifest | None:
+    """The current manifest of a `files` knowledge base, or None when it does not exist yet."""
     path = kb_path(index_dir, kb) / "manifest.json"
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexMismatch(
-            f"{path}: index format {manifest.get('format_version')} is not the supported {FORMAT_VERSION}; "
-            f"rebuild it with `python -m ingest PATH --kb {kb} --rebuild`"
-        )
-    return manifest
+    return Manifest.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
 
 
 def kb_lock(index_dir: Path, kb: str, timeout: float = 0) -> FileLock:
@@ -129,200 +121,178 @@ class DocRecord:
     meta: dict = field(default_factory=dict)
 
 
-@dataclass
-class KBState:
-    """Everything one version of a knowledge base holds; rows of chunks/vectors/bm25 align."""
+# --- the manifest -------------------------------------------------------------------------------
 
-    manifest: dict
-    chunks: list[Chunk]
-    documents: dict[str, DocRecord]
-    dense: DenseIndex
-    bm25: BM25Index
 
-    # --- store contract ---------------------------------------------------------------------
-    def search_dense(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """(row, cosine) pairs, best first."""
-        rows, scores = self.dense.search(vector, k)
-        return list(zip(rows.tolist(), scores.tolist()))
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What a knowledge base records about the embedder that built it."""
 
-    def search_sparse(self, query_terms: list[str], k: int) -> list[tuple[int, float]]:
-        """(row, BM25 score) pairs, best first; only rows sharing a term with the query."""
-        rows, scores = self.bm25.top_k(query_terms, k)
-        return list(zip(rows.tolist(), scores.tolist()))
+    id: str
+    dim: int
+    fingerprint: str
+    query_prefix: str
+    passage_prefix: str
 
-    def apply(
-        self,
-        *,
-        remove: set[str] = frozenset(),
-        docs: list[DocRecord] = (),
-        chunks: list[Chunk] = (),
-        vectors: np.ndarray | None = None,
-        tokens: list[list[str]] = (),
-        hnsw_threshold: int,
-    ) -> KBState:
-        """A new state without the documents in `remove` (and any earlier version of `docs`), plus
-        `docs` with their chunks, vectors and BM25 tokens; the FAISS index is built once."""
-        gone = set(remove) | {d.id for d in docs}
-        keep = np.array([c.doc_id not in gone for c in self.chunks], dtype=bool)
-        dim = int(self.manifest["embedder"]["dim"])
-        kept = np.asarray(self.dense.vectors, np.float32).reshape(-1, dim)[keep]
-        added = np.zeros((0, dim), np.float32) if vectors is None else vectors
-        return KBState(
-            manifest=self.manifest,
-            chunks=[c for c, k in zip(self.chunks, keep) if k] + list(chunks),
-            documents={**{d: r for d, r in self.documents.items() if d not in gone}, **{d.id: d for d in docs}},
-            dense=DenseIndex.build(np.concatenate([kept, added]), dim=dim, hnsw_threshold=hnsw_threshold),
-            bm25=self.bm25.subset(keep).appended(list(tokens)),
+
+@dataclass(frozen=True)
+class Chunking:
+    """The chunker settings a knowledge base was built with (a writer must use the same)."""
+
+    chunk_tokens: int
+    overlap_tokens: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything a knowledge base says about itself; written last by every write."""
+
+    kb: str
+    embedder: EmbedderInfo
+    chunking: Chunking
+    tokenizer: str  # rag.text.TOKENIZER_VERSION of the stored BM25 terms
+    created: str
+    backend: str = "files"  # files | milvus
+    # source path -> {"sha256", "doc_ids", "chunks", "removed_share", "script": [CJK chars, Latin letters]}
+    files: dict = field(default_factory=dict)
+    packages: dict = field(default_factory=dict)
+    updated: str = ""
+    counts: dict = field(default_factory=lambda: {"documents": 0, "chunks": 0})
+    dense: str = "flat"  # flat | hnsw
+    version: int = 0  # write generation: 1 after the first write, +1 per write
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def language(self) -> str:
+        """'zh' or 'en' for the corpus as a whole, from the script counts stored per file at ingest."""
+        from rag.text import language_of_counts
+
+        cjk = sum(e.get("script", (0, 0))[0] for e in self.files.values())
+        latin = sum(e.get("script", (0, 0))[1] for e in self.files.values())
+        return language_of_counts(cjk, latin)
+
+    def to_dict(self) -> dict:
+        """The JSON form (plain dicts and lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, where: str) -> Manifest:
+        """Parse a stored manifest; an unsupported format or a missing field names `where` and what to do."""
+        kb = data.get("kb", "?")
+        rebuild = f"rebuild it with `python -m ingest PATH --kb {kb} --rebuild`"
+        if data.get("format_version") != FORMAT_VERSION:
+            raise IndexMismatch(
+                f"{where}: index format {data.get('format_version')} is not the supported {FORMAT_VERSION}; {rebuild}"
+            )
+        known = {f.name for f in fields(cls)}
+        try:
+            values = {k: v for k, v in data.items() if k in known}
+            values["embedder"] = EmbedderInfo(**data["embedder"])
+            values["chunking"] = Chunking(**data["chunking"])
+            return cls(**values)
+        except (KeyError, TypeError) as e:
+            raise KBCorrupt(f"{where}: manifest is missing or has a malformed field ({e}); {rebuild}") from e
+
+
+def check_compatible(manifest: Manifest, settings, embedder=None, *, writing: bool = False) -> None:
+    """The one compatibility check: refuse a knowledge base built with another embedder, prefixes,
+    embedder copy (fingerprint, dim) or, for a writer, chunking. Raises IndexMismatch naming every difference."""
+    built = manifest.embedder
+    wanted = [("embedder", built.id, settings.embedder),
+              ("query_prefix", built.query_prefix, settings.query_prefix),
+              ("passage_prefix", built.passage_prefix, settings.passage_prefix)]
+    if embedder is not None:
+        wanted += [("embedder fingerprint", built.fingerprint, embedder.fingerprint), ("embedder dim", built.dim, embedder.dim)]
+    if writing:
+        wanted += [("chunk_tokens", manifest.chunking.chunk_tokens, settings.chunk_tokens),
+                   ("chunk_overlap", manifest.chunking.overlap_tokens, settings.chunk_overlap)]
+    problems = [f"{name} {was!r} (now {now!r})" for name, was, now in wanted if was != now]
+    if problems:
+        raise IndexMismatch(
+            f"knowledge base {manifest.kb!r} was built with " + ", ".join(problems)
+            + f"; use the original settings or rebuild it with `python -m ingest PATH --kb {manifest.kb} --rebuild`"
         )
 
-    def delete(self, doc_ids: set[str], *, hnsw_threshold: int) -> KBState:
-        """A new state without the chunks and records of `doc_ids`."""
-        return self.apply(remove=doc_ids, hnsw_threshold=hnsw_threshold)
 
-    def upsert(
-        self,
-        docs: list[DocRecord],
-        chunks: list[Chunk],
-        vectors: np.ndarray,
-        tokens: list[list[str]],
-        *,
-        hnsw_threshold: int,
-    ) -> KBState:
-        """A new state where `docs` (and their chunks) replace any earlier version of them."""
-        return self.apply(docs=docs, chunks=chunks, vectors=vectors, tokens=tokens, hnsw_threshold=hnsw_threshold)
+def check_counts(where: str, **counts: int) -> None:
+    """Raise KBCorrupt unless every named row count is the same (chunks, vectors, BM25 rows, ...)."""
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name} {n}" for name, n in counts.items())
+        raise KBCorrupt(f"{where}: row counts disagree ({listed}); rebuild it with `python -m ingest PATH --rebuild`")
+
+
+# --- the store contract -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One write's additions: documents, their chunks and, row-aligned with the chunks, vectors,
+    BM25 terms and the chunk prior (a fused-score factor computed at ingest)."""
+
+    docs: Sequence[DocRecord] = ()
+    chunks: Sequence[Chunk] = ()
+    vectors: np.ndarray | None = None
+    terms: Sequence[list[str]] = ()
+    priors: Sequence[float] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.chunks)
+        rows = 0 if self.vectors is None else len(self.vectors)
+        if (rows, len(self.terms), len(self.priors)) != (n, n, n):
+            raise ValueError(f"batch rows disagree: {n} chunks, {rows} vectors, {len(self.terms)} term lists, "
+                             f"{len(self.priors)} priors")
+
+
+class Store(Protocol):
+    """One knowledge base on some engine. Readers share one object: no method keeps per-call state."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def documents(self) -> Mapping[str, DocRecord]: ...
+
+    def __len__(self) -> int:
+        """Number of chunks."""
+
+    def search_dense(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """(chunk id, inner product) for a normalized query vector, best first."""
+
+    def search_sparse(self, terms: list[str], k: int) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) of chunks sharing a term with the query, best first."""
+
+    def chunks(self, ids: Sequence[str]) -> list[Chunk]:
+        """The chunks with these ids, in that order."""
+
+    def priors(self, ids: Sequence[str]) -> dict[str, float]:
+        """The stored chunk prior of each id."""
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of those ids that are indexed (ingest reuses them instead of re-embedding)."""
+
+    def apply(self, add: Batch, remove: set[str], manifest: Manifest) -> None:
+        """One atomic write: drop documents `remove` (and earlier versions of `add.docs`), add `add`,
+        then commit `manifest` (counts, version and time filled in). Readers see the old or the new state."""
 
     def stats(self) -> dict:
         """Counts and provenance for display."""
-        return {
-            "documents": len(self.documents),
-            "chunks": len(self.chunks),
-            "dense_index": self.dense.kind,
-            "vocabulary": len(self.bm25.vocab),
-            "embedder": self.manifest.get("embedder", {}).get("id"),
-            "updated": self.manifest.get("updated"),
-        }
 
 
-def empty_state(manifest: dict, dim: int) -> KBState:
-    """A knowledge base with no documents yet."""
-    return KBState(manifest, [], {}, DenseIndex.build(np.zeros((0, dim), np.float32), dim=dim, hnsw_threshold=1 << 30), BM25Index.empty())
+def open_store(settings, *, create: Manifest | None = None) -> Store:
+    """The knowledge base `settings.kb` on `settings.store`; `create` starts an empty one (replacing any)."""
+    if settings.store == "milvus":
+        from rag.stores.milvus import MilvusStore
+
+        return MilvusStore.open(settings, create=create)
+    from rag.stores.files import FilesStore
+
+    return FilesStore.open(settings, create=create)
 
 
-def _chunk_to_json(chunk: Chunk) -> str:
-    row = asdict(chunk)
-    row["heading_path"] = list(chunk.heading_path)
-    return json.dumps(row, ensure_ascii=False)
+def peek_manifest(settings) -> Manifest | None:
+    """The manifest of `settings.kb` without loading its indexes; None when it does not exist."""
+    if settings.store == "milvus":
+        from rag.stores.milvus import read_milvus_manifest
 
-
-def _chunk_from_json(line: str) -> Chunk:
-    row = json.loads(line)
-    row["heading_path"] = tuple(row["heading_path"])
-    return Chunk(**row)
-
-
-def load_state(index_dir: Path, kb: str) -> KBState:
-    """Load the current version of `kb` into memory (vectors memory-mapped)."""
-    manifest = read_manifest(index_dir, kb)
-    if manifest is None:
-        raise KBNotFound(f"no knowledge base {kb!r} in {index_dir}; create it with `python -m ingest PATH --kb {kb}`")
-    folder = kb_path(index_dir, kb).resolve()  # pin the version even if a writer swaps meanwhile
-    with (folder / "chunks.jsonl").open(encoding="utf-8") as fh:
-        chunks = [_chunk_from_json(line) for line in fh if line.strip()]
-    documents = {}
-    with (folder / "documents.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                record = DocRecord(**json.loads(line))
-                documents[record.id] = record
-    return KBState(manifest, chunks, documents, DenseIndex.load(folder), BM25Index.load(folder / "bm25"))
-
-
-def write_state(index_dir: Path, kb: str, state: KBState) -> Path:
-    """Write `state` as a new version folder and atomically make it current; returns the folder."""
-    index_dir = Path(index_dir)
-    versions = index_dir / ".versions" / check_kb_name(kb)
-    versions.mkdir(parents=True, exist_ok=True)
-    stamp = f"{time.time_ns():020d}-{os.getpid()}"  # sorts by creation time
-    tmp = versions / f".tmp-{stamp}"
-    tmp.mkdir()
-    manifest = {**state.manifest, "format_version": FORMAT_VERSION, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    manifest["counts"] = {"documents": len(state.documents), "chunks": len(state.chunks)}
-    manifest["dense"] = {"type": state.dense.kind}
-    with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as fh:
-        fh.writelines(_chunk_to_json(c) + "\n" for c in state.chunks)
-    with (tmp / "documents.jsonl").open("w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(asdict(d), ensure_ascii=False) + "\n" for d in state.documents.values())
-    state.dense.save(tmp)
-    state.bm25.save(tmp / "bm25")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    _fsync_tree(tmp)
-    final = versions / stamp
-    os.rename(tmp, final)
-    _swap_symlink(kb_path(index_dir, kb), final)
-    _prune(versions, keep=final)
-    state.manifest = manifest
-    return final
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file of a new version before it becomes visible."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _swap_symlink(link: Path, target: Path) -> None:
-    """Point `link` at `target` with one atomic rename (a real folder in the way is refused)."""
-    if link.exists() and not link.is_symlink():
-        raise IndexMismatch(f"{link} is a plain folder, not a knowledge base written by this version")
-    tmp_link = link.with_name(f".{link.name}.link-{os.getpid()}")
-    tmp_link.unlink(missing_ok=True)
-    os.symlink(os.path.relpath(target, link.parent), tmp_link)
-    os.replace(tmp_link, link)
-
-
-def _prune(versions: Path, keep: Path) -> None:
-    """Remove old versions (all but the newest KEEP_VERSIONS) and stale temp folders."""
-    done = sorted((p for p in versions.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
-    for old in done[:-KEEP_VERSIONS]:
-        if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
-    for tmp in versions.glob(".tmp-*"):
-        try:
-            pid = int(tmp.name.split("-")[-1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def with_manifest(state: KBState, **updates) -> KBState:
-    """A copy of `state` with manifest keys replaced."""
-    return replace(state, manifest={**state.manifest, **updates})
-
-
-def with_current_tokenizer(state: KBState) -> KBState:
-    """`state` itself when its BM25 rows came from today's tokenizer; else a copy whose BM25 index
-    is rebuilt from the stored chunk texts (no re-embedding) and whose manifest names the tokenizer."""
-    from rag.text import TOKENIZER_VERSION, tokenize
-
-    if state.manifest.get("tokenizer") == TOKENIZER_VERSION:
-        return state
-    logger.warning(
-        "knowledge base %r: BM25 terms were made by tokenizer %r, this version uses %r; re-tokenizing "
-        "%d chunks (the next `python -m ingest` of this knowledge base stores the new terms)",
-        state.manifest.get("kb"), state.manifest.get("tokenizer"), TOKENIZER_VERSION, len(state.chunks),
-    )
-    bm25 = BM25Index.from_tokens([tokenize(c.text) for c in state.chunks], state.bm25.params)
-    return replace(state, bm25=bm25, manifest={**state.manifest, "tokenizer": TOKENIZER_VERSION})
+        return read_milvus_manifest(settings)
+    return read_manifest(Path(settings.index_dir), settings.kb)

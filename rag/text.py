@@ -55,11 +55,19 @@ def strip_all_space(text: str) -> str:
     return "".join(normalize(text).split())
 
 
+def script_counts(text: str) -> tuple[int, int]:
+    """(CJK characters, Latin letters) in `text`."""
+    return len(_CJK.findall(text)), len(_LATIN.findall(text))
+
+
+def language_of_counts(cjk: int, latin: int) -> str:
+    """'zh' when CJK characters make up a fair share of the letters, else 'en'."""
+    return "zh" if cjk and cjk * 3 >= latin else "en"
+
+
 def language(text: str) -> str:
     """'zh' when CJK characters make up a fair share of the letters, else 'en'."""
-    cjk = len(_CJK.findall(text))
-    latin = len(_LATIN.findall(text))
-    return "zh" if cjk and cjk * 3 >= latin else "en"
+    return language_of_counts(*script_counts(text))
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ import pytest
 from ingest.__main__ import main as ingest_main
 from ingest.pipeline import run_ingest
 from rag import store
-from rag.embed import load_embedder
-from rag.retrieve import Retriever
+from rag.retrieve import open_retriever
 from rag.settings import Settings
+from rag.stores.files import FilesStore, KBState, load_state, write_state
+from rag.text import tokenize
 
 ROOT = Path(__file__).resolve().parents[1]
 RADICALS = range(0x2F00, 0x2FE0)
@@ -28,8 +30,7 @@ def _write(folder: Path, files: dict[str, str | bytes]) -> None:
 
 
 def _search(settings: Settings, query: str, mode: str = "hybrid", k: int = 5):
-    state = store.load_state(Path(settings.index_dir), settings.kb)
-    return Retriever(state, load_embedder(settings), settings).search(query, mode=mode, k=k)
+    return open_retriever(settings).search(query, mode=mode, k=k)
 
 
 @pytest.fixture
@@ -67,14 +68,14 @@ def test_removed_and_deleted_documents_vanish_from_both_indexes(corpus):
         assert not any(h.chunk.doc_id.endswith("lora.md") for h in _search(settings, "低秩分解矩阵 LoRA", mode=mode, k=10))
     report = run_ingest([], settings, deletes=[docs / "kv.txt"], progress=False)
     assert report.count("deleted") == 1
-    state = store.load_state(Path(settings.index_dir), settings.kb)
+    state = load_state(Path(settings.index_dir), settings.kb)
     assert {c.doc_id for c in state.chunks} == {"docs/radicals.txt"}
 
 
 def test_nfkc_radicals_never_reach_chunks_and_plain_query_finds_them(corpus):
     docs, settings = corpus
     run_ingest([docs], settings, progress=False)
-    state = store.load_state(Path(settings.index_dir), settings.kb)
+    state = load_state(Path(settings.index_dir), settings.kb)
     assert not any(ord(ch) in RADICALS for c in state.chunks for ch in c.text)
     hits = _search(settings, "大模型的长度外推", mode="bm25")
     assert hits and hits[0].chunk.doc_id == "docs/radicals.txt"
@@ -148,7 +149,7 @@ def test_killed_ingest_leaves_previous_index_loadable(tmp_path):
     cmd = [sys.executable, "-m", "ingest", str(docs), "--index-dir", str(index), "--kb", "crash", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
-    before = store.load_state(index, "crash")
+    before = load_state(index, "crash")
     for delay in (0.5, 2.0, 4.0, 6.0, 8.0):
         for p in docs.glob("*.md"):  # change every file so the run has real work to do
             p.write_text(p.read_text(encoding="utf-8") + f"\n追加 {delay}\n", encoding="utf-8")
@@ -156,7 +157,7 @@ def test_killed_ingest_leaves_previous_index_loadable(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        state = store.load_state(index, "crash")  # always a complete version: old or new
+        state = load_state(index, "crash")  # always a complete version: old or new
         assert len(state.chunks) == len(state.dense.vectors) == state.bm25.n_docs
         assert len(state.documents) == len(before.documents)
     # and the next run recovers (stale temp folders and the dead writer's lock don't block it)
@@ -168,20 +169,19 @@ def test_index_from_an_older_tokenizer_is_retokenized_without_re_embedding(corpu
     docs, settings = corpus
     run_ingest([docs], settings, progress=False)
     folder = store.kb_path(Path(settings.index_dir), settings.kb).resolve()
-    old = store.load_state(Path(settings.index_dir), settings.kb)
-    stale = store.with_manifest(old, tokenizer="jieba-0.42.1+old")
-    stale = store.KBState(stale.manifest, old.chunks, old.documents, old.dense,
-                          old.bm25.from_tokens([c.text.lower().split() for c in old.chunks]))
-    store.write_state(Path(settings.index_dir), settings.kb, stale)
+    old = load_state(Path(settings.index_dir), settings.kb)
+    stale = KBState(replace(old.manifest, tokenizer="jieba-0.42.1+old"), old.chunks, old.documents, old.dense,
+                    old.bm25.from_tokens([c.text.lower().split() for c in old.chunks]), old.prior)
+    write_state(Path(settings.index_dir), settings.kb, stale)
     assert store.kb_path(Path(settings.index_dir), settings.kb).resolve() != folder
-    assert not _search(settings, "低秩分解矩阵", mode="bm25")  # old terms: today's query tokens miss
+    as_stored = FilesStore(settings.index_dir, settings.kb, load_state(Path(settings.index_dir), settings.kb),
+                           hnsw_threshold=settings.hnsw_threshold)
+    assert not as_stored.search_sparse(tokenize("低秩分解矩阵"), 5)  # old terms: today's query tokens miss
     # a reader re-tokenizes in memory, so BM25 matches queries made by today's tokenizer
-    from rag.retrieve import open_retriever
-
     hits = open_retriever(settings).search("低秩分解矩阵", mode="bm25")
     assert hits and "低秩" in hits[0].chunk.text
     # the next ingest stores the new terms and embeds nothing
     report = run_ingest([docs], settings, progress=False)
     assert report.wrote and report.chunks_embedded == 0
     from rag.text import TOKENIZER_VERSION
-    assert store.read_manifest(Path(settings.index_dir), settings.kb)["tokenizer"] == TOKENIZER_VERSION
+    assert store.read_manifest(Path(settings.index_dir), settings.kb).tokenizer == TOKENIZER_VERSION

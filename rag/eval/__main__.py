@@ -53,7 +53,7 @@ def ensure_beir_kb(folder: Path, settings, progress: bool) -> None:
     from ingest.pipeline import run_ingest
     from rag import store
 
-    if store.read_manifest(Path(settings.index_dir), settings.kb) is None:
+    if store.peek_manifest(settings) is None:
         report = run_ingest([folder / "corpus.jsonl"], settings, progress=progress)
         print(f"ingested {folder / 'corpus.jsonl'} into {settings.kb!r}: {report.chunks_total} chunks", file=sys.stderr)
 

@@ -1,0 +1,1 @@
+"""Store backends behind `rag.store.Store`: `files` (the default) and `milvus`."""
