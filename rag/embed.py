@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.settings import BUNDLED_EMBEDDER, Settings
+from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +144,10 @@ def _fingerprint(folder: Path, dim: int) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load(name: str, cache_dir: Path, device: str, query_prefix: str, passage_prefix: str) -> Embedder:
+    if name == BUNDLED_EN_EMBEDDER:  # ONNX on the CPU, with BGE's own query instruction
+        from rag.embed_onnx import OnnxEmbedder
+
+        return OnnxEmbedder(name, cache_dir)
     path = resolve_embedder_path(name, cache_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logger.info("loading embedder %s from %s on %s", name, path, device)

