@@ -294,3 +294,18 @@ def _embed(chunks: list[Chunk], kb: store.Store, embedder, settings, report, pro
         out[missing] = vecs
     report.chunks_embedded += len(missing)
     return out
+
+
+def create_kb(settings: Settings) -> None:
+    """Write an empty knowledge base `settings.kb` (documents are added later); refuses an existing one."""
+    from rag.embed import load_embedder
+
+    lock = store.kb_lock(Path(settings.index_dir), settings.kb)
+    try:
+        if store.peek_manifest(settings) is not None:
+            raise store.KBExists(f"knowledge base {settings.kb!r} already exists")
+        embedder = load_embedder(settings)
+        kb = store.open_store(settings, create=new_manifest(settings, embedder))
+        kb.apply(store.Batch(vectors=np.zeros((0, embedder.dim), dtype=np.float32)), set(), kb.manifest)
+    finally:
+        lock.release()

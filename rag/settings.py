@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     answerability_check: Literal["auto", "on", "off"] = "auto"
     answerable_min_p: float = 0.4  # refuse below this P(yes) (README: chosen on the dev set); no logprobs: no check
 
+    # --- HTTP API (python -m rag.serve) ---------------------------------------------------------
+    api_key: str = ""  # RAG_API_KEY: when set, every /v1 call needs "Authorization: Bearer <key>"
+    api_llm_parallel: int = 1  # chat requests generating at once (the embedded server runs one sequence)
+    api_llm_queue: int = 8  # chat requests waiting for the LLM; more get 429
+    api_max_body_mb: float = 1.0  # JSON request bodies; uploads: max_file_mb per file, api_max_files files
+    api_max_files: int = 20
+
     @property
     def check_answerability(self) -> bool:
         """Whether the chain runs the answerability check for this backend."""
@@ -124,7 +131,7 @@ class Settings(BaseSettings):
         return self.query_translation == "on"
 
     @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates", "evidence_tokens",
-                     "extractive_sentences", "rerank_batch_size", "rerank_max_tokens")
+                     "extractive_sentences", "rerank_batch_size", "rerank_max_tokens", "api_llm_parallel", "api_max_files")
     @classmethod
     def _positive(cls, value: int, info) -> int:
         if value <= 0:

@@ -41,6 +41,10 @@ class KBLocked(RuntimeError):
     """Another process is writing this knowledge base."""
 
 
+class KBExists(FileExistsError):
+    """A knowledge base of that name exists already."""
+
+
 class KBNotFound(FileNotFoundError):
     """No knowledge base of that name exists in the index directory."""
 

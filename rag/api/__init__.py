@@ -1,0 +1,6 @@
+"""The HTTP API (`python -m rag.serve`): OpenAI-compatible chat with citations, retrieval, knowledge-base admin.
+
+`app.py` builds the FastAPI application (routes, auth, limits, errors); `resources.py` holds what requests
+share (embedder, LLM client and its queue, loaded knowledge-base versions); `jobs.py` runs ingests in the
+background; `shapes.py` turns answers and hits into the response bodies.
+"""
