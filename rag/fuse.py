@@ -34,3 +34,10 @@ def weighted(score_lists: list[dict[int, float]], weights: list[float]) -> dict[
 def ranked(fused: dict[int, float]) -> list[tuple[int, float]]:
     """(row, score) best first, ties broken by row for determinism."""
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def hybrid(dense: list[tuple[int, float]], sparse: list[tuple[int, float]], query: str, settings) -> dict[int, float]:
+    """The configured fusion of one query's dense and BM25 rankings (settings.fusion, dense_weight, rrf_k)."""
+    if settings.fusion == "rrf":
+        return rrf([[r for r, _ in dense], [r for r, _ in sparse]], k=settings.rrf_k)
+    return weighted([dict(dense), dict(sparse)], [settings.dense_weight, 1 - settings.dense_weight])

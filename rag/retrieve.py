@@ -91,19 +91,13 @@ class Retriever:
         dense = self.dense_ranking(query, depth, result.timings_ms) if mode in ("dense", "hybrid") else []
         sparse = self.bm25_ranking(query, depth, result.timings_ms) if mode in ("bm25", "hybrid") else []
         with _timed(result.timings_ms, "fuse"):
-            result.hits = self._fuse(dense, sparse, mode, k)
+            result.hits = self._fuse(query, dense, sparse, mode, k)
         return result
 
-    def _fuse(self, dense: list[tuple[str, float]], sparse: list[tuple[str, float]], mode: str,
+    def _fuse(self, query: str, dense: list[tuple[str, float]], sparse: list[tuple[str, float]], mode: str,
               k: int | None = None) -> list[Hit]:
         """Combine the rankings, apply the stored chunk prior, and attach provenance to the top `k`."""
-        s = self.settings
-        if mode == "hybrid" and s.fusion == "rrf":
-            fused = fuse.rrf([[r for r, _ in dense], [r for r, _ in sparse]], k=s.rrf_k)
-        elif mode == "hybrid":
-            fused = fuse.weighted([dict(dense), dict(sparse)], [s.dense_weight, 1 - s.dense_weight])
-        else:
-            fused = dict(dense or sparse)
+        fused = fuse.hybrid(dense, sparse, query, self.settings) if mode == "hybrid" else dict(dense or sparse)
         prior = self.state.priors(list(fused))
         fused = {key: score * prior[key] if score > 0 else score for key, score in fused.items()}
         top = fuse.ranked(fused)[:k]
