@@ -198,3 +198,19 @@ def test_knowledge_base_written_before_pages_still_loads(ocr_kb):
     (folder / "chunks.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in old), encoding="utf-8")
     hits = open_retriever(settings).search("混合检索把哪两种分数融合？")
     assert hits and all(h.chunk.page is None for h in hits)
+
+
+def test_edit_distances_used_by_the_ocr_benchmark():
+    from bench.ocr import cer, edit_distance, fuzzy_distance
+
+    assert [edit_distance(a, b) for a, b in [("kitten", "sitting"), ("abc", ""), ("", "ab"), ("字符", "字符")]] == [3, 3, 2, 0]
+    assert fuzzy_distance("abd", "xxabcxx") == 1 and fuzzy_distance("abc", "zzabczz") == 0
+    assert cer("第一页 text", "第一页text") == 0.0 and cer("ab", "ax") == 0.5
+
+
+@pytest.mark.parametrize("name", ["notes-zh.png", "faq-en.png", "scanned.pdf"])
+def test_fixture_read_back_within_five_percent_cer(name):
+    from bench.ocr import cer
+
+    truth = (FIXTURES / name).with_suffix(".txt").read_text(encoding="utf-8")
+    assert cer(truth, _load(FIXTURES / name).text) <= 0.05
