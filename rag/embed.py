@@ -144,10 +144,10 @@ def _fingerprint(folder: Path, dim: int) -> str:
 
 @functools.lru_cache(maxsize=4)
 def _load(name: str, cache_dir: Path, device: str, query_prefix: str, passage_prefix: str) -> Embedder:
-    if name == BUNDLED_EN_EMBEDDER:  # ONNX on the CPU, with BGE's own query instruction
+    if name == BUNDLED_EN_EMBEDDER:  # ONNX on the CPU
         from rag.embed_onnx import OnnxEmbedder
 
-        return OnnxEmbedder(name, cache_dir)
+        return OnnxEmbedder(name, cache_dir, query_prefix, passage_prefix)
     path = resolve_embedder_path(name, cache_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logger.info("loading embedder %s from %s on %s", name, path, device)

