@@ -11,6 +11,7 @@ import hmac
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -143,15 +144,18 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     def retrieve(body: RetrieveRequest) -> dict:
         kb_settings = _kb_settings(res, body.kb, {})
         opened = res.open(kb_settings)
-        hits = opened.retriever.search(body.query, mode=body.mode, k=body.k)
+        found = opened.retriever.search_timed(body.query, mode=body.mode, k=body.k)
+        hits, timings = found.hits, dict(found.timings_ms)
         if body.rerank:
             reranker = res.reranker(kb_settings)
             if reranker is None:
                 raise ApiError(400, "no reranker is configured (RAG_RERANKER)", code="no_reranker")
             from rag.rerank import rerank
 
+            t = time.perf_counter()
             hits = rerank(reranker, body.query, hits)
-        return {"kb": body.kb, "kb_version": opened.version, "query": body.query,
+            timings["rerank"] = round((time.perf_counter() - t) * 1000, 1)
+        return {"kb": body.kb, "kb_version": opened.version, "query": body.query, "timings_ms": timings,
                 "hits": [shapes.hit(i, h) for i, h in enumerate(hits, start=1)]}
 
     @v1.get("/kbs")
