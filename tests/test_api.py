@@ -242,6 +242,25 @@ def test_upload_job_retrievable_then_delete_gone(http):
     assert "api_kb" not in [k["name"] for k in http.get("/v1/kbs").json()["data"]]
 
 
+def test_queries_are_answered_while_an_upload_writes_a_new_version(http):
+    http.post("/v1/kbs", json={"name": "api_live"})
+    first = [("files", ("a.md", "第一版文档：缓存淘汰策略使用 LRU。".encode(), "text/markdown"))]
+    wait_job(http, http.post("/v1/kbs/api_live/documents", files=first).json()["job"])
+    before = http.post("/v1/retrieve", json={"kb": "api_live", "query": "缓存淘汰", "k": 3}).json()["kb_version"]
+    more = [("files", (f"b{i}.md", f"第二批文档 {i}：分片副本数为 {i + 3}。".encode(), "text/markdown")) for i in range(3)]
+    job = http.post("/v1/kbs/api_live/documents", files=more).json()["job"]
+    seen, statuses = set(), []
+    while http.get(f"/v1/jobs/{job}").json()["status"] not in ("done", "failed"):
+        r = http.post("/v1/retrieve", json={"kb": "api_live", "query": "缓存淘汰", "k": 3})
+        statuses.append(r.status_code)
+        seen.add(r.json()["kb_version"])
+    after = http.post("/v1/retrieve", json={"kb": "api_live", "query": "分片副本数", "k": 4}).json()
+    assert statuses and set(statuses) == {200}
+    assert seen <= {before, after["kb_version"]} and after["kb_version"] != before
+    assert any("分片副本数" in h["text"] for h in after["hits"])
+    http.delete("/v1/kbs/api_live")
+
+
 def test_upload_names_cannot_escape_the_kb_folder(http, api_settings):
     http.post("/v1/kbs", json={"name": "api_escape"})
     index_dir = Path(api_settings.index_dir)
