@@ -282,8 +282,9 @@ class _Cancelled(Exception):
 def _stream(run, admission, model: str, version: str) -> Iterator[str]:
     """SSE chunks: role, evidence (as soon as it is selected), tokens, then references and [DONE].
 
-    The chain runs in its own thread and hands events over a queue; when the client disconnects, the
-    next token raises in that thread, which closes the LLM stream (llama.cpp stops generating).
+    The chain runs in its own thread, started here (so the LLM admission is always released by it, even
+    if the response is never sent), and hands events over a queue; when the client disconnects, the next
+    token raises in that thread, which closes the LLM stream (llama.cpp stops generating).
     """
     events: queue.Queue = queue.Queue()
     cancelled = threading.Event()
@@ -306,12 +307,14 @@ def _stream(run, admission, model: str, version: str) -> Iterator[str]:
             logger.exception("streamed chat failed")
             events.put(("error", e))
 
+    threading.Thread(target=work, daemon=True, name="chat-stream").start()
+    return _events(events, cancelled, model, version)
+
+
+def _events(events: queue.Queue, cancelled: threading.Event, model: str, version: str) -> Iterator[str]:
     cid = shapes.completion_id()
-    started = False
     try:
         yield shapes.chunk_event(cid, model, {"role": "assistant", "content": ""})
-        threading.Thread(target=work, daemon=True, name=f"chat-{cid}").start()
-        started = True
         streamed = False
         while True:
             kind, value = events.get()
@@ -333,8 +336,6 @@ def _stream(run, admission, model: str, version: str) -> Iterator[str]:
         yield shapes.DONE
     finally:
         cancelled.set()
-        if not started and admission is not None:
-            admission.cancel()
 
 
 # --- helpers --------------------------------------------------------------------------------
