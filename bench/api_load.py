@@ -88,46 +88,40 @@ class Versions:
         return sum(cid not in known for cid in chunk_ids)
 
 
-def _retrieve_client(url: str, qs: list[str], running: Callable[[], bool], tally: Tally, versions: Versions,
-                     offset: int) -> None:
-    with httpx.Client(base_url=url, timeout=120) as client:
-        i = offset
-        while running():
-            t = time.perf_counter()
-            try:
-                r = client.post("/v1/retrieve", json={"kb": "notes", "query": qs[i % len(qs)], "k": 10})
-            except httpx.HTTPError as e:
-                tally.add(0, type(e).__name__)
-                continue
-            finally:
-                i += 1
-            if r.status_code != 200:
-                tally.add(0, str(r.status_code))
-                continue
-            body = r.json()
-            tally.add(time.perf_counter() - t, foreign=versions.foreign(body["kb_version"],
-                                                                         [h["chunk_id"] for h in body["hits"]]))
+def _retrieve(client: httpx.Client, question: str) -> tuple[httpx.Response, Callable[[], tuple[str, list[str]]]]:
+    r = client.post("/v1/retrieve", json={"kb": "notes", "query": question, "k": 10})
+    return r, lambda: (r.json()["kb_version"], [h["chunk_id"] for h in r.json()["hits"]])
 
 
-def _chat_client(url: str, qs: list[str], running: Callable[[], bool], tally: Tally, versions: Versions,
-                 offset: int) -> None:
+def _chat(client: httpx.Client, question: str) -> tuple[httpx.Response, Callable[[], tuple[str, list[str]]]]:
+    r = client.post("/v1/chat/completions", json={"model": "notes", "messages": [{"role": "user", "content": question}]})
+
+    def cited() -> tuple[str, list[str]]:
+        message = r.json()["choices"][0]["message"]
+        return message["kb_version"], [cid for ref in message["references"] for cid in ref["chunk_ids"]]
+
+    return r, cited
+
+
+def _client(request, url: str, qs: list[str], running: Callable[[], bool], tally: Tally, versions: Versions,
+            offset: int) -> None:
+    """One client asking in a loop; each answer's chunk ids are checked against the version it names."""
     with httpx.Client(base_url=url, timeout=600) as client:
         i = offset
         while running():
             t = time.perf_counter()
-            messages = [{"role": "user", "content": qs[i % len(qs)]}]
+            question = qs[i % len(qs)]
             i += 1
             try:
-                r = client.post("/v1/chat/completions", json={"model": "notes", "messages": messages})
+                response, chunk_ids = request(client, question)
             except httpx.HTTPError as e:
                 tally.add(0, type(e).__name__)
                 continue
-            if r.status_code != 200:
-                tally.add(0, str(r.status_code))
+            if response.status_code != 200:
+                tally.add(0, str(response.status_code))
                 continue
-            message = r.json()["choices"][0]["message"]
-            cited = [cid for ref in message["references"] for cid in ref["chunk_ids"]]
-            tally.add(time.perf_counter() - t, foreign=versions.foreign(message["kb_version"], cited))
+            elapsed = time.perf_counter() - t
+            tally.add(elapsed, foreign=versions.foreign(*chunk_ids()))
 
 
 def _phase(url: str, qs: list[str], seconds: float, n_retrieve: int, n_chat: int, versions: Versions,
@@ -145,9 +139,9 @@ def _phase(url: str, qs: list[str], seconds: float, n_retrieve: int, n_chat: int
     def running() -> bool:
         return time.monotonic() < until or not done.is_set()
 
-    threads = [threading.Thread(target=_retrieve_client, args=(url, qs, running, retrieval, versions, i))
+    threads = [threading.Thread(target=_client, args=(_retrieve, url, qs, running, retrieval, versions, i))
                for i in range(n_retrieve)]
-    threads += [threading.Thread(target=_chat_client, args=(url, qs, running, chats, versions, 7 * i))
+    threads += [threading.Thread(target=_client, args=(_chat, url, qs, running, chats, versions, 7 * i))
                 for i in range(n_chat)]
     t = time.perf_counter()
     for th in threads:

@@ -416,6 +416,15 @@ def _auth(key: str) -> Callable:
     return check
 
 
+EXCEPTION_STATUS = {  # exception -> (HTTP status, OpenAI error type, code)
+    store.KBNotFound: (404, "invalid_request_error", "kb_not_found"),
+    store.KBExists: (409, "invalid_request_error", "kb_exists"),
+    store.KBLocked: (409, "invalid_request_error", "kb_locked"),
+    store.IndexMismatch: (409, "invalid_request_error", "index_mismatch"),
+    LLMBusy: (429, "rate_limit_error", "llm_queue_full"),
+}
+
+
 def _errors(app: FastAPI) -> None:
     """Every error becomes an OpenAI-style body; no server path beyond the knowledge base is echoed."""
 
@@ -436,27 +445,17 @@ def _errors(app: FastAPI) -> None:
         code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
         return reply(e.status_code, str(e.detail), "invalid_request_error", code)
 
-    @app.exception_handler(store.KBNotFound)
-    async def not_found(_, e: store.KBNotFound):
-        return reply(404, str(e), "invalid_request_error", "kb_not_found")
+    def mapped(status: int, kind: str, code: str):
+        async def handler(_, e: Exception):
+            response = reply(status, str(e), kind, code)
+            if status == 429:
+                response.headers["Retry-After"] = "5"
+            return response
 
-    @app.exception_handler(store.KBExists)
-    async def exists(_, e: store.KBExists):
-        return reply(409, str(e), "invalid_request_error", "kb_exists")
+        return handler
 
-    @app.exception_handler(store.KBLocked)
-    async def locked(_, e: store.KBLocked):
-        return reply(409, str(e), "invalid_request_error", "kb_locked")
-
-    @app.exception_handler(store.IndexMismatch)
-    async def mismatch(_, e: store.IndexMismatch):
-        return reply(409, str(e), "invalid_request_error", "index_mismatch")
-
-    @app.exception_handler(LLMBusy)
-    async def busy(_, e: LLMBusy):
-        response = reply(429, str(e), "rate_limit_error", "llm_queue_full")
-        response.headers["Retry-After"] = "5"
-        return response
+    for exc, (status, kind, code) in EXCEPTION_STATUS.items():
+        app.add_exception_handler(exc, mapped(status, kind, code))
 
     @app.exception_handler(LLMError)
     async def llm_down(_, e: LLMError):
