@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: invalid settings: {e}", file=sys.stderr)
         return 2
-    if not settings.api_key and not is_loopback(args.host) and not args.insecure:
+    if not settings.api_key.get_secret_value() and not is_loopback(args.host) and not args.insecure:
         print(f"error: refusing to listen on {args.host} without an API key: set RAG_API_KEY "
               "(or pass --insecure to serve anyone who can reach this port)", file=sys.stderr)
         return 2
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag.api.app import create_app
 
     print(f"rag.serve: http://{args.host}:{args.port}  (knowledge bases in {settings.index_dir}; "
-          f"API key {'required' if settings.api_key else 'not set'})", flush=True)
+          f"API key {'required' if settings.api_key.get_secret_value() else 'not set'})", flush=True)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     answerable_min_p: float = 0.4  # refuse below this P(yes) (README: chosen on the dev set); no logprobs: no check
 
     # --- HTTP API (python -m rag.serve) ---------------------------------------------------------
-    api_key: str = ""  # RAG_API_KEY: when set, every /v1 call needs "Authorization: Bearer <key>"
+    api_key: SecretStr = SecretStr("")  # RAG_API_KEY: when set, every /v1 call needs "Authorization: Bearer <key>"
     api_llm_parallel: int = 1  # chat requests generating at once (the embedded server runs one sequence)
     api_llm_queue: int = 8  # chat requests waiting for the LLM; more get 429
     api_max_body_mb: float = 1.0  # JSON request bodies; uploads: max_file_mb per file, api_max_files files

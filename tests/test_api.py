@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from rag import store
 from rag.api.app import create_app
@@ -55,7 +56,9 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def api_settings(sample_settings):
-    return sample_settings.model_copy(update={"api_key": KEY, "max_file_mb": 0.05, "api_max_files": 3})
+    settings = sample_settings.model_copy(update={"api_key": SecretStr(KEY), "max_file_mb": 0.05, "api_max_files": 3})
+    assert KEY not in repr(settings) and KEY not in settings.model_dump_json()  # never in logs or cache keys
+    return settings
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     def health() -> dict:
         return {"status": "ok"}
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth(settings.api_key))])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_auth(settings.api_key.get_secret_value()))])
 
     @v1.get("/models")
     def models() -> dict:
