@@ -11,11 +11,12 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
+from ingest.load import SUPPORTED
 from rag.cite import lexical_support, marker_numbers, split_sentences
 from rag.records import Hit
 from rag.text import sentence_spans
 
-UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "docx")
+UPLOAD_TYPES = tuple(sorted(suffix.lstrip(".") for suffix in SUPPORTED))  # what ingest reads, images (OCR) included
 MAX_NAME_CHARS = 100  # uploaded file names are cut to this many characters (extension kept)
 HIGHLIGHT_THRESHOLD = 0.5  # share of an answer sentence's tokens a source sentence must hold (as rag.cite)
 NEAR_BEST = 0.1  # ... and at most this far below the best-scoring source sentence

@@ -214,3 +214,10 @@ def test_fixture_read_back_within_five_percent_cer(name):
 
     truth = (FIXTURES / name).with_suffix(".txt").read_text(encoding="utf-8")
     assert cer(truth, _load(FIXTURES / name).text) <= 0.05
+
+
+@pytest.mark.parametrize("name", ["scan.pdf", "slide.png", "photo.JPG", "page.jpeg", "shot.webp", "fax.tif", "fax.tiff"])
+def test_app_and_api_accept_scans_and_images_for_upload(name):
+    from rag import ui
+
+    assert ui.check_upload(name, 10, max_mb=1).lower() == name.lower()
