@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-PACKAGE = "rapidocr_onnxruntime"  # rapidocr-onnxruntime==1.4.4 (pyproject.toml)
+PACKAGE = "rapidocr_onnxruntime"  # rapidocr-onnxruntime==1.4.4, installed by ./dev (pyproject.toml says why)
 # The two models used (detection, recognition; no angle classifier), pinned to the 1.4.4 wheel.
 MODELS = {
     "det_model_path": ("models/ch_PP-OCRv4_det_infer.onnx",
@@ -67,7 +67,8 @@ def model_paths() -> dict[str, str]:
     """The bundled model files, verified against their pinned sha256; raises OCRUnavailable."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or spec.origin is None:
-        raise OCRUnavailable(f"{PACKAGE} is not installed (pip install -e . installs it)")
+        raise OCRUnavailable(f"{PACKAGE} is not installed (./dev setup installs it: pip install --no-deps "
+                             "rapidocr-onnxruntime==1.4.4)")
     root = Path(spec.origin).parent
     paths = {}
     for key, (name, sha256) in MODELS.items():
