@@ -226,6 +226,7 @@ def _ocr_pdf_pages(path: Path, data: bytes, numbers: list[int], texts: list[tupl
             scale = min(OCR_DPI / 72, OCR_MAX_SIDE / max(width, height, 1))
             rgb = np.asarray(page.render(scale=scale).to_pil().convert("RGB"))
             read = read_image(rgb)
+            logger.info("%s: page %d read by OCR in %.1f s (%d lines)", path, number, read.seconds, read.lines)
             stats["pages_ocr"] += 1
             stats["ocr_s"] += read.seconds
             stats["ocr_dropped_lines"] += read.dropped
