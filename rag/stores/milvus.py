@@ -270,7 +270,8 @@ class MilvusStore:
         """Open `settings.kb` at its committed version, or (create) drop it and start an empty one."""
         client, kb, threshold = connect(settings), settings.kb, settings.hnsw_threshold
         if create is not None:
-            return cls(client, kb, Head(), replace(create, backend="milvus"), Terms(), hnsw_threshold=threshold, fresh=True)
+            empty = replace(create, backend="milvus", version=0, counts={"documents": 0, "chunks": 0})
+            return cls(client, kb, Head(), empty, Terms(), hnsw_threshold=threshold, fresh=True)
         meta, where = f"{collection_base(kb)}_meta", _where(kb)
         head = _read_head(client, meta)
         if head is None:
@@ -606,8 +607,10 @@ def _read_head(client, meta: str) -> Head | None:
 
 
 def read_milvus_manifest(settings) -> Manifest | None:
-    """The committed manifest of `settings.kb` in Milvus, or None when it does not exist."""
-    try:
-        return MilvusStore.open(settings).manifest
-    except KBNotFound:
+    """The committed manifest of `settings.kb` in Milvus (nothing else is read), or None when it does not exist."""
+    client, meta = connect(settings), f"{collection_base(settings.kb)}_meta"
+    head = _read_head(client, meta)
+    if head is None:
         return None
+    where = _where(settings.kb)
+    return Manifest.from_dict(json.loads(_read_blob(client, meta, "manifest", head.version, where)), where=where)
