@@ -167,3 +167,14 @@ def test_missing_kb_is_a_clear_error(tmp_path):
         assert store.peek_manifest(settings) is None
         with pytest.raises(store.KBNotFound, match="python -m ingest"):
             store.open_store(settings)
+
+
+def test_names_and_versions_follow_writes(tmp_path):
+    for backend in BACKENDS:
+        settings = settings_for(backend, tmp_path / backend)
+        assert store.kb_names(settings) == [] and store.kb_version(settings) is None
+        kb = store.open_store(settings, create=new_manifest(settings))
+        kb.apply(batch("a", TEXTS["a"], 0), set(), kb.manifest)
+        first = store.kb_version(settings)
+        kb.apply(store.Batch(), {"a"}, kb.manifest)
+        assert store.kb_names(settings) == ["contract"] and first and store.kb_version(settings) not in (None, first)

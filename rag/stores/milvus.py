@@ -614,3 +614,14 @@ def read_milvus_manifest(settings) -> Manifest | None:
         return None
     where = _where(settings.kb)
     return Manifest.from_dict(json.loads(_read_blob(client, meta, "manifest", head.version, where)), where=where)
+
+
+def list_milvus_kbs(settings) -> list[str]:
+    """Names of the knowledge bases with a committed version in this Milvus."""
+    client, names = connect(settings), []
+    for collection in client.list_collections():
+        head = _read_head(client, collection) if collection.startswith("rag_") and collection.endswith("_meta") else None
+        if head is not None:
+            manifest = json.loads(_read_blob(client, collection, "manifest", head.version, collection))
+            names.append(manifest["kb"])
+    return sorted(names)
