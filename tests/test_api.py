@@ -264,6 +264,23 @@ def test_queries_are_answered_while_an_upload_writes_a_new_version(http):
     http.delete("/v1/kbs/api_live")
 
 
+def test_scanned_pdf_upload_is_cited_with_its_page(http, client):
+    http.post("/v1/kbs", json={"name": "api_scan"})
+    pdf = (Path(__file__).parent / "fixtures" / "ocr" / "scanned.pdf").read_bytes()  # two image-only pages
+    job = wait_job(http, http.post("/v1/kbs/api_scan/documents",
+                                   files=[("files", ("scanned.pdf", pdf, "application/pdf"))]).json()["job"])
+    assert job["status"] == "done" and job["files"][0]["status"] == "added", job
+    hits = http.post("/v1/retrieve", json={"kb": "api_scan", "query": "混合检索融合的分数", "k": 1}).json()["hits"]
+    assert (hits[0]["page"], hits[0]["page_end"]) == (1, 2) and "BM25" in hits[0]["text"]  # one chunk, two pages
+    message = client.chat.completions.create(
+        model="api_scan", messages=[{"role": "user", "content": "混合检索把哪些分数融合？"}],
+        extra_body={"answer_mode": "extractive"}).choices[0].message
+    refs = message.model_extra["references"]
+    assert refs and refs[0]["page_end"] == 2
+    assert any(q["page"] == 2 and "BM25" in q["text"] for r in refs for q in r["evidence"])  # the sentence's own page
+    http.delete("/v1/kbs/api_scan")
+
+
 def test_upload_names_cannot_escape_the_kb_folder(http, api_settings):
     http.post("/v1/kbs", json={"name": "api_escape"})
     index_dir = Path(api_settings.index_dir)

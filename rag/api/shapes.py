@@ -31,16 +31,18 @@ def completion_id() -> str:
 
 
 def _document(chunk: Chunk) -> dict:
+    """Where a chunk is: document id, file name, heading, document offsets, page(s) of a paged document."""
     return {"doc_id": chunk.doc_id, "source": Path(chunk.source).name, "heading": chunk.heading,
-            "start": chunk.start, "end": chunk.end}
+            "start": chunk.start, "end": chunk.end, "page": chunk.page, "page_end": chunk.page_end}
 
 
 def reference(citation: Citation) -> dict:
     """One `[n]` of the answer: the cited span (document offsets; touching chunks are merged into one span, whose
     id joins theirs with "+", listed in `chunk_ids`) and the evidence sentences the model read."""
     chunk = citation.chunk
-    return {"n": citation.n, "chunk_id": chunk.id, "chunk_ids": chunk.id.split("+"), **_document(chunk), "text": chunk.text,
-            "supported": citation.supported, "evidence": citation.quotes()}
+    return {"n": citation.n, "chunk_id": chunk.id, "chunk_ids": chunk.id.split("+"), **_document(chunk),
+            "page": citation.page, "page_end": citation.page_end,  # the pages of the sentences the model read
+            "text": chunk.text, "supported": citation.supported, "evidence": citation.quotes()}
 
 
 def evidence(sources) -> list[dict]:
