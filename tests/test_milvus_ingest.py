@@ -3,10 +3,8 @@ a write stopped at any point (simulated, and by kill -9) leaves the old or the n
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from rag.retrieve import open_retriever
 from rag.settings import Settings
 from rag.stores import milvus
 from rag.text import tokenize
+from tests.test_ingest_pipeline import killed_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA_ONLY = "低秩分解矩阵"  # a phrase only lora.md holds
@@ -134,13 +133,7 @@ def test_killed_milvus_ingest_leaves_old_or_new(tmp_path):
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
     n_docs = len(store.open_store(settings).documents)
     milvus.disconnect(settings)
-    for delay in (3.0, 6.0, 9.0, 12.0):
-        for p in docs.glob("*.md"):  # change every file so the run has real work to do
-            p.write_text(p.read_text(encoding="utf-8") + f"\n追加 {delay}\n", encoding="utf-8")
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    for _ in killed_runs(cmd, env, docs, (3.0, 6.0, 9.0, 12.0)):
         kb = store.open_store(settings)  # the old or the new version, never a mix
         _invariants(kb)
         assert len(kb.documents) == n_docs
