@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 def rrf(rankings: list[list[int]], *, k: int = 60, weights: list[float] | None = None) -> dict[int, float]:
     """Reciprocal-rank fusion: sum over lists of weight / (k + rank), ranks 1-based."""
@@ -22,11 +24,12 @@ def minmax(scores: dict[int, float]) -> dict[int, float]:
     return {row: (s - lo) / span if span > 0 else 1.0 for row, s in scores.items()}
 
 
-def weighted(score_lists: list[dict[int, float]], weights: list[float]) -> dict[int, float]:
-    """Weighted sum of min-max normalized scores; a row missing from a list gets 0 there."""
+def weighted(score_lists: list[dict[int, float]], weights: list[float],
+             normalize: Callable[[dict[int, float]], dict[int, float]] = minmax) -> dict[int, float]:
+    """Weighted sum of normalized scores (min-max by default); a row missing from a list gets 0 there."""
     fused: dict[int, float] = {}
     for scores, weight in zip(score_lists, weights):
-        for row, s in minmax(scores).items():
+        for row, s in normalize(scores).items():
             fused[row] = fused.get(row, 0.0) + weight * s
     return fused
 
