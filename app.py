@@ -113,7 +113,7 @@ def create_kb() -> None:
 
 def choose_kb(settings: Settings, lang: str) -> str:
     """Knowledge-base selector plus 'create knowledge base'."""
-    existing = store.list_kbs(settings.index_dir)
+    existing = store.kb_names(settings)
     options = sorted(set(existing) | st.session_state.pending_kbs | ({settings.kb} if not existing else set()))
     if st.session_state.get("kb") not in options:
         st.session_state.kb = settings.kb if settings.kb in options else options[0]
@@ -295,7 +295,7 @@ def main() -> None:
 
     retriever, kb_error, version = None, None, None
     try:
-        version = store.current_version(settings.index_dir, kb)
+        version = store.kb_version(settings)
         if version is None:
             st.sidebar.info(ui.label("kb_empty", lang))
         else:

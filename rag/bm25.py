@@ -27,6 +27,29 @@ class BM25Params:
     epsilon: float = 0.25
 
 
+def idf(df: np.ndarray, n_docs: int, epsilon: float) -> np.ndarray:
+    """rank-bm25's idf per term: log(N - df + 0.5) - log(df + 0.5); a negative idf becomes epsilon times
+    the mean idf of the terms present; 0 for terms no row holds."""
+    df = np.asarray(df, np.float64)
+    present = df > 0
+    out = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    mean = out[present].mean() if present.any() else 0.0
+    out[present & (out < 0)] = epsilon * mean
+    out[~present] = 0.0
+    return out
+
+
+def length_norm(doc_len, avgdl: float, params: BM25Params):
+    """k1 * (1 - b + b * dl / avgdl): the denominator term of a row of length `doc_len`."""
+    return params.k1 * (1 - params.b + params.b * np.asarray(doc_len, np.float64) / (avgdl or 1.0))
+
+
+def term_weight(tf, norm, k1: float):
+    """The row side of a BM25 term score: tf * (k1 + 1) / (tf + norm); the score adds idf * this per query token."""
+    tf = np.asarray(tf, np.float64)
+    return tf * (k1 + 1) / (tf + norm)
+
+
 class BM25Index:
     """Term-count rows for every chunk plus the derived postings, idf and length norms."""
 
@@ -96,15 +119,8 @@ class BM25Index:
         rows = np.repeat(np.arange(n_docs, dtype=np.int32), np.diff(self.indptr))
         self.doc_len = np.bincount(rows, weights=self.tfs, minlength=n_docs).astype(np.float64)
         df = np.bincount(self.term_ids, minlength=len(self.vocab)).astype(np.float64)
-        present = df > 0
-        idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
-        avg_idf = idf[present].mean() if present.any() else 0.0
-        idf[present & (idf < 0)] = self.params.epsilon * avg_idf
-        idf[~present] = 0.0
-        self.idf = idf
-        avgdl = self.doc_len.mean() if n_docs else 1.0
-        p = self.params
-        self._norm = p.k1 * (1 - p.b + p.b * self.doc_len / (avgdl or 1.0))
+        self.idf = idf(df, n_docs, self.params.epsilon)
+        self._norm = length_norm(self.doc_len, self.doc_len.mean() if n_docs else 1.0, self.params)
         # Postings: the CSR transposed (stable sort keeps row order inside each term).
         order = np.argsort(self.term_ids, kind="stable")
         self._post_rows = rows[order]
@@ -122,7 +138,7 @@ class BM25Index:
                 continue
             lo, hi = self._post_ptr[t], self._post_ptr[t + 1]
             rows, tf = self._post_rows[lo:hi], self._post_tfs[lo:hi]
-            out[rows] += self.idf[t] * (tf * (k1 + 1) / (tf + self._norm[rows]))
+            out[rows] += self.idf[t] * term_weight(tf, self._norm[rows], k1)
         return out
 
     def top_k(self, query: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:

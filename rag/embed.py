@@ -154,8 +154,18 @@ def _load(name: str, cache_dir: Path, device: str, query_prefix: str, passage_pr
     return Embedder(name, path, device, query_prefix, passage_prefix)
 
 
+@functools.lru_cache(maxsize=4)
+def _load_http(url: str, model: str, cache_dir: Path, query_prefix: str, passage_prefix: str) -> Embedder:
+    from rag.embed_http import HttpEmbedder
+
+    return HttpEmbedder(url, cache_dir, query_prefix, passage_prefix, model=model)
+
+
 def load_embedder(settings: Settings) -> Embedder:
     """The process-wide embedder for these settings (cached on model, device and prefixes)."""
+    if settings.embedder.startswith(("http://", "https://")):  # an OpenAI-compatible embeddings endpoint
+        return _load_http(settings.embedder, settings.embedder_model, settings.cache_dir, settings.query_prefix,
+                          settings.passage_prefix)
     return _load(
         settings.embedder,
         settings.cache_dir,

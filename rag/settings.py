@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     # --- models ------------------------------------------------------------------------------
     embedder: str = BUNDLED_EMBEDDER  # or bundled:bge-small-en-v1.5, an HF id / local sentence-transformers folder
+    embedder_model: str = ""  # model name sent when `embedder` is an http(s)://host/v1/embeddings endpoint
     query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
     passage_prefix: str = "passage: "
     embed_batch_size: int = 32

@@ -300,3 +300,20 @@ def peek_manifest(settings) -> Manifest | None:
 
         return read_milvus_manifest(settings)
     return read_manifest(Path(settings.index_dir), settings.kb)
+
+
+def kb_version(settings) -> str | None:
+    """A name that changes with every write of `settings.kb` (caches key on it), or None when it does not exist."""
+    if settings.store == "milvus":
+        manifest = peek_manifest(settings)
+        return None if manifest is None else f"{manifest.created}|{manifest.version:012d}"
+    return current_version(Path(settings.index_dir), settings.kb)
+
+
+def kb_names(settings) -> list[str]:
+    """The knowledge bases on `settings.store`."""
+    if settings.store == "milvus":
+        from rag.stores.milvus import list_milvus_kbs
+
+        return list_milvus_kbs(settings)
+    return list_kbs(Path(settings.index_dir))

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -142,6 +143,18 @@ def test_cli_summary_and_exit_codes(tmp_path, capsys):
         lock.release()
 
 
+def killed_runs(cmd: list[str], env: dict, docs: Path, delays: tuple[float, ...]) -> Iterator[float]:
+    """For each delay: change every file (so the run has real work), start `cmd`, SIGKILL it after the delay."""
+    for delay in delays:
+        for p in docs.glob("*.md"):
+            p.write_text(p.read_text(encoding="utf-8") + f"\n追加 {delay}\n", encoding="utf-8")
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        yield delay
+
+
 def test_killed_ingest_leaves_previous_index_loadable(tmp_path):
     docs = tmp_path / "docs"
     _write(docs, {f"doc{i}.md": f"# 文档 {i}\n\n第 {i} 篇文档，关于注意力机制与位置编码的笔记。\n" * 20 for i in range(6)})
@@ -150,13 +163,7 @@ def test_killed_ingest_leaves_previous_index_loadable(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
     before = load_state(index, "crash")
-    for delay in (0.5, 2.0, 4.0, 6.0, 8.0):
-        for p in docs.glob("*.md"):  # change every file so the run has real work to do
-            p.write_text(p.read_text(encoding="utf-8") + f"\n追加 {delay}\n", encoding="utf-8")
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    for _ in killed_runs(cmd, env, docs, (0.5, 2.0, 4.0, 6.0, 8.0)):
         state = load_state(index, "crash")  # always a complete version: old or new
         assert len(state.chunks) == len(state.dense.vectors) == state.bm25.n_docs
         assert len(state.documents) == len(before.documents)
