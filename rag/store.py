@@ -99,15 +99,20 @@ def current_version(index_dir: Path, kb: str) -> str | None:
     return link.resolve().name if (link / "manifest.json").is_file() else None
 
 
-def delete_kb(index_dir: Path, kb: str) -> None:
-    """Remove a knowledge base: its link, every version and its uploads folder (under the writer lock)."""
-    index_dir = Path(index_dir)
-    if current_version(index_dir, kb) is None:
-        raise KBNotFound(f"no knowledge base {kb!r}")
+def delete_kb(settings) -> None:
+    """Remove knowledge base `settings.kb` from its store, with its uploads folder (under the writer lock)."""
+    index_dir, kb = Path(settings.index_dir), settings.kb
     lock = kb_lock(index_dir, kb)
     try:
-        kb_path(index_dir, kb).unlink()
-        shutil.rmtree(index_dir / ".versions" / kb, ignore_errors=True)
+        if settings.store == "milvus":
+            from rag.stores.milvus import drop_milvus_kb
+
+            drop_milvus_kb(settings)
+        else:
+            if current_version(index_dir, kb) is None:
+                raise KBNotFound(f"no knowledge base {kb!r}")
+            kb_path(index_dir, kb).unlink()
+            shutil.rmtree(index_dir / ".versions" / kb, ignore_errors=True)
         shutil.rmtree(uploads_dir(index_dir, kb), ignore_errors=True)
     finally:
         lock.release()

@@ -281,6 +281,30 @@ def test_scanned_pdf_upload_is_cited_with_its_page(http, client):
     http.delete("/v1/kbs/api_scan")
 
 
+def test_milvus_knowledge_base_through_the_api(sample_settings, tmp_path):
+    """The same routes over the milvus store (Milvus Lite file): create, upload, retrieve, delete, drop."""
+    settings = sample_settings.model_copy(update={"store": "milvus", "index_dir": tmp_path / "index",
+                                                  "milvus_uri": str(tmp_path / "milvus.db")})
+    with LiveServer(create_app(settings)) as live, httpx.Client(base_url=live.url, timeout=300) as http:
+        assert http.post("/v1/kbs", json={"name": "mv"}).status_code == 201
+        files = [("files", ("调度.md", "星际物流系统的默认调度周期是 42 分钟。".encode(), "text/markdown"))]
+        job = wait_job(http, http.post("/v1/kbs/mv/documents", files=files).json()["job"])
+        assert job["status"] == "done" and job["files"][0]["status"] == "added", job
+        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == ["mv"]
+        assert http.get("/v1/kbs").json()["data"][0]["store"] == "milvus"
+        hits = http.post("/v1/retrieve", json={"kb": "mv", "query": "调度周期", "k": 1}).json()["hits"]
+        assert "42 分钟" in hits[0]["text"]
+        [doc] = http.get("/v1/kbs/mv/documents").json()["data"]
+        assert http.delete(f"/v1/kbs/mv/documents/{doc['doc_ids'][0]}").status_code == 200
+        assert http.post("/v1/retrieve", json={"kb": "mv", "query": "调度周期", "k": 3}).json()["hits"] == []
+        assert http.delete("/v1/kbs/mv").status_code == 200
+        assert http.get("/v1/models").json()["data"] == []
+        assert http.post("/v1/retrieve", json={"kb": "mv", "query": "x"}).status_code == 404
+    from rag.stores.milvus import disconnect
+
+    disconnect(settings)
+
+
 def test_upload_names_cannot_escape_the_kb_folder(http, api_settings):
     http.post("/v1/kbs", json={"name": "api_escape"})
     index_dir = Path(api_settings.index_dir)

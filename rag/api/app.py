@@ -109,7 +109,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     @v1.get("/models")
     def models() -> dict:
         data = [{"id": kb, "object": "model", "created": _created(res.index_dir, kb), "owned_by": "rag-local"}
-                for kb in store.list_kbs(res.index_dir)]
+                for kb in store.kb_names(settings)]
         return {"object": "list", "data": data}
 
     @v1.post("/chat/completions")
@@ -160,7 +160,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
 
     @v1.get("/kbs")
     def list_kbs() -> dict:
-        return {"data": [_kb_summary(res.index_dir, kb) for kb in store.list_kbs(res.index_dir)]}
+        return {"data": [_kb_summary(res.kb_settings(kb)) for kb in store.kb_names(settings)]}
 
     @v1.post("/kbs", status_code=201)
     def create_kb(body: CreateKB) -> dict:
@@ -172,21 +172,21 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
             create_kb(kb_settings)
         finally:
             jobs.finish(job)
-        return _kb_summary(res.index_dir, body.name)
+        return _kb_summary(kb_settings)
 
     @v1.delete("/kbs/{kb}")
     def delete_kb(kb: str) -> dict:
-        _kb_settings(res, kb, {})
+        kb_settings = _kb_settings(res, kb, {})
         job = jobs.claim(kb)
         try:
-            store.delete_kb(res.index_dir, kb)
+            store.delete_kb(kb_settings)
         finally:
             jobs.finish(job)
         return {"deleted": kb}
 
     @v1.get("/kbs/{kb}/documents")
     def documents(kb: str) -> dict:
-        return {"kb": kb, "data": [_file_json(source, entry) for source, entry in _files(res, kb).items()]}
+        return {"kb": kb, "data": [_file_json(source, entry) for source, entry in _files(_kb_settings(res, kb, {})).items()]}
 
     @v1.post("/kbs/{kb}/documents", status_code=202,
              max_body_size=int(settings.api_max_files * settings.max_file_mb * MB + MB))
@@ -234,7 +234,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         from ingest.pipeline import run_ingest
 
         kb_settings = _kb_settings(res, kb, {})
-        owners = {src: e for src, e in _files(res, kb).items() if doc_id in e.get("doc_ids", [])}
+        owners = {src: e for src, e in _files(kb_settings).items() if doc_id in e.get("doc_ids", [])}
         if not owners:
             raise ApiError(404, f"no document {doc_id!r} in knowledge base {kb!r}", code="document_not_found")
         job = jobs.claim(kb)
@@ -246,7 +246,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
             if is_uploaded_copy(source, store.uploads_dir(res.index_dir, kb)):
                 Path(source).unlink(missing_ok=True)
         deleted = sorted(d for e in owners.values() for d in e.get("doc_ids", []))
-        return {"kb": kb, "deleted": deleted, "kb_version": store.current_version(res.index_dir, kb)}
+        return {"kb": kb, "deleted": deleted, "kb_version": store.kb_version(kb_settings)}
 
     app.include_router(v1)
     return app
@@ -374,11 +374,15 @@ def _llm(res: Resources):
     return llm
 
 
-def _files(res: Resources, kb: str) -> dict:
-    manifest = store.read_manifest(res.index_dir, store.check_kb_name(kb))
+def _manifest(settings: Settings) -> store.Manifest:
+    manifest = store.peek_manifest(settings)
     if manifest is None:
-        raise store.KBNotFound(f"no knowledge base {kb!r}")
-    return manifest.files
+        raise store.KBNotFound(f"no knowledge base {settings.kb!r}")
+    return manifest
+
+
+def _files(settings: Settings) -> dict:
+    return _manifest(settings).files
 
 
 def _file_json(source: str, entry: dict) -> dict:
@@ -386,13 +390,11 @@ def _file_json(source: str, entry: dict) -> dict:
             "sha256": entry.get("sha256", "")}
 
 
-def _kb_summary(index_dir: Path, kb: str) -> dict:
-    manifest = store.read_manifest(index_dir, kb)
-    if manifest is None:
-        raise store.KBNotFound(f"no knowledge base {kb!r}")
-    return {"name": kb, "version": store.current_version(index_dir, kb), "updated": manifest.updated,
+def _kb_summary(settings: Settings) -> dict:
+    manifest = _manifest(settings)
+    return {"name": settings.kb, "version": store.kb_version(settings), "updated": manifest.updated,
             "documents": len(manifest.files), "chunks": manifest.counts.get("chunks", 0),
-            "embedder": manifest.embedder.id, "language": manifest.language}
+            "embedder": manifest.embedder.id, "language": manifest.language, "store": settings.store}
 
 
 def _created(index_dir: Path, kb: str) -> int:

@@ -135,7 +135,7 @@ class Resources:
     def open(self, settings: Settings) -> Opened:
         """The current version of `settings.kb`, loaded once per version and shared by requests."""
         kb = settings.kb
-        version = store.current_version(self.index_dir, kb)
+        version = store.kb_version(settings)
         if version is None:
             raise store.KBNotFound(f"no knowledge base {kb!r}")
         key = (kb, version, settings.model_dump_json())
@@ -160,7 +160,7 @@ class Resources:
 
         for _ in range(5):
             base = open_retriever(self.kb_settings(kb), embedder=self.embedder)
-            after = store.current_version(self.index_dir, kb)
+            after = store.kb_version(base.settings)
             if after == version:
                 return base, version
             if after is None:

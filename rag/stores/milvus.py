@@ -625,3 +625,13 @@ def list_milvus_kbs(settings) -> list[str]:
             manifest = json.loads(_read_blob(client, collection, "manifest", head.version, collection))
             names.append(manifest["kb"])
     return sorted(names)
+
+
+def drop_milvus_kb(settings) -> None:
+    """Drop both collections of `settings.kb` (the caller holds the writer lock)."""
+    client, base = connect(settings), collection_base(settings.kb)
+    if _read_head(client, f"{base}_meta") is None:
+        raise KBNotFound(f"no knowledge base {settings.kb!r} in Milvus at {milvus_uri(settings)}")
+    for name in (f"{base}_chunks", f"{base}_meta"):
+        if client.has_collection(name):
+            client.drop_collection(name)
