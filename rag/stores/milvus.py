@@ -15,7 +15,8 @@ when the live avgdl drifts more than REWEIGHT_DRIFT from the one the rows were w
 re-weights every row (the same versioned write as an update).
 
 Crash safety: every row carries the version that wrote it. A write inserts its rows under version g,
-then commits by upserting the head row {version: g, pending: ids whose older rows are now stale}.
+then commits by upserting the head row {version: g, pending: whether blob "pending"@g lists documents
+whose older rows are now stale}.
 Readers only see rows of version <= head and not pending, so a write killed at any moment leaves the
 old or the new state. After the commit, and again at the start of the next write (the repair), stale
 rows and rows of uncommitted versions are deleted.
@@ -432,7 +433,7 @@ class MilvusStore:
         terms = self.terms.copy()
         terms.remove([{int(t): tf for t, tf in json.loads(r["tf"]).items()} for r in old])
         counts = terms.add(list(add.terms))
-        stale_chunks = set(gone)
+        stale_chunks = {r["doc_id"] for r in old}  # documents whose older chunk rows this write supersedes
         rows = [(c, v, p, tf) for c, v, p, tf in zip(add.chunks, self._as_rows(add.vectors), add.priors, counts)]
         if terms.drifted():  # re-weight every live row: rewrite it under version g
             terms.weighted_avgdl = terms.avgdl
@@ -441,8 +442,8 @@ class MilvusStore:
             rows += [(_chunk_from_json(r["chunk"]), np.asarray(r["vec"], np.float32), r["prior"],
                       {int(t): tf for t, tf in json.loads(r["tf"]).items()}) for r in kept]
         n_chunks = len(self) - len(old) + len(add.chunks)
-        old_docs = self._count_docs(gone)
-        n_docs = int(self._manifest.counts.get("documents", 0)) - old_docs + len(add.docs)
+        stale_docs = self._existing_docs(gone)
+        n_docs = int(self._manifest.counts.get("documents", 0)) - len(stale_docs) + len(add.docs)
         self._insert_chunks(rows, terms, g)
         self._insert_docs(add.docs, g)
         manifest = replace(manifest, backend="milvus", format_version=FORMAT_VERSION, version=g,
@@ -450,19 +451,24 @@ class MilvusStore:
                            dense="hnsw" if n_chunks >= self.hnsw_threshold else "flat")
         self._put_blob("manifest", json.dumps(manifest.to_dict(), ensure_ascii=False), g)
         self._put_blob("bm25", json.dumps(asdict(terms), ensure_ascii=False), g)
+        committed = Head(g, tuple(sorted(stale_chunks)), tuple(sorted(stale_docs)))
+        if committed.pending_chunks or committed.pending_docs:  # may be long: a blob, not the head row
+            self._put_blob("pending", json.dumps([committed.pending_chunks, committed.pending_docs]), g)
         self.client.flush(self.chunks_name)
         self.client.flush(self.meta_name)
-        committed = Head(g, tuple(sorted(stale_chunks)), tuple(gone))
         self._write_head(committed)  # the commit: readers now see version g
         self.head, self._manifest, self.terms = committed, manifest, terms
         self._collect()
         self._ensure_dense_index()
 
-    def _count_docs(self, doc_ids: Sequence[str]) -> int:
-        """How many of these documents the committed version holds."""
+    def _existing_docs(self, doc_ids: Sequence[str]) -> set[str]:
+        """Those of these documents that the committed version holds."""
         expr = f'kind == "doc" and part == 0 and {self.head.visible_docs()}'
-        return sum(self._count(self.meta_name, f"{_in('doc_id', doc_ids[i:i + ID_BATCH])} and {expr}")
-                   for i in range(0, len(doc_ids), ID_BATCH))
+        found = set()
+        for i in range(0, len(doc_ids), ID_BATCH):
+            batch = f"{_in('doc_id', doc_ids[i:i + ID_BATCH])} and {expr}"
+            found |= {row["doc_id"] for row in self._iterate(self.meta_name, batch, ["doc_id"])}
+        return found
 
     def _live_rows(self, doc_ids: Sequence[str] | None, fields: list[str]) -> list[dict]:
         """Visible chunk rows of these documents (all documents for None)."""
@@ -503,7 +509,7 @@ class MilvusStore:
             self.client.insert(self.meta_name, rows[start:start + INSERT_BATCH])
 
     def _write_head(self, head: Head) -> None:
-        value = json.dumps(asdict(head), ensure_ascii=False)
+        value = json.dumps({"version": head.version, "pending": bool(head.pending_chunks or head.pending_docs)})
         self.client.upsert(self.meta_name, [{"key": "head", "kind": "head", "doc_id": "", "version": 0, "part": 0,
                                              "value": value, "v": [0.0, 0.0]}])
         self.client.flush(self.meta_name)
@@ -603,7 +609,10 @@ def _read_head(client, meta: str) -> Head | None:
     if not rows:
         return None
     data = json.loads(rows[0]["value"])
-    return Head(data["version"], tuple(data["pending_chunks"]), tuple(data["pending_docs"]))
+    if not data["pending"]:
+        return Head(data["version"])
+    chunks, docs = json.loads(_read_blob(client, meta, "pending", data["version"], meta))
+    return Head(data["version"], tuple(chunks), tuple(docs))
 
 
 def read_milvus_manifest(settings) -> Manifest | None:
