@@ -43,11 +43,15 @@ def recheck(rows: list[dict]) -> list[dict]:
     return out
 
 
-def replay(rows: list[dict], min_p: float, min_score: float) -> dict:
-    """Outcome rates if the chain had refused below these thresholds."""
+def replay(rows: list[dict], min_p: float, min_score: float, answer_type: bool = False) -> dict:
+    """Outcome rates if the chain had refused below these thresholds (and, with `answer_type`, when the
+    question asks for a year or quantity its recorded evidence does not state: rag.answer_type)."""
+    from rag.answer_type import missing_answer_type
+
     def refused(r: dict) -> bool:
         early = (r["answerable_p"] is not None and r["answerable_p"] < min_p) or \
-                (r["evidence_score"] is not None and r["evidence_score"] < min_score)
+                (r["evidence_score"] is not None and r["evidence_score"] < min_score) or \
+                (answer_type and bool(missing_answer_type(r["question"], " ".join(e["text"] for e in r["evidence"]))))
         return early or r["refused"]
 
     answerable = [r for r in rows if r["answerable"]]
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-false", type=float, default=0.10, help="false-refusal ceiling for the best pairs")
     parser.add_argument("--qa", type=Path, help="the QA file of the run (key phrases, to re-score rechecked answers)")
     parser.add_argument("--recheck", action="store_true", help="re-run the support step on the recorded model text")
+    parser.add_argument("--answer-type", action="store_true", help="also refuse by rag.answer_type in the grid")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.qa:
@@ -75,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r | {"answers": answers.get(r["id"], [])} for r in rows]
     if args.recheck:
         rows = recheck(rows)
-    grid = [replay(rows, p / 100, s / 100) for p in range(0, 100, 5) for s in range(0, 100, 2)]
+    grid = [replay(rows, p / 100, s / 100, args.answer_type) for p in range(0, 100, 5) for s in range(0, 100, 2)]
     ok = sorted((g for g in grid if g["false_refusal"] <= args.max_false), key=lambda g: (-g["refusal"], -g["phrase_recall"]))
     print(f"{len(rows)} rows; recorded: {replay(rows, 0, 0)}")
+    print(f"defaults (answerable_min_p 0.4): {replay(rows, 0.4, 0)}; with the answer-type rule: "
+          f"{replay(rows, 0.4, 0, answer_type=True)}")
     print("| answerable_min_p | evidence_min_score | refusal (unanswerable) | false refusal | key-phrase recall |")
     print("| --- | --- | --- | --- | --- |")
     for g in ok[:12]:

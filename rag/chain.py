@@ -1,7 +1,8 @@
 """The answer chain, top to bottom.
 
 question -> condense follow-up -> translate (cross-lingual) -> retrieve -> rerank -> select evidence
-(reported at once) -> refuse on weak evidence -> answerability check -> generate (streamed) ->
+(reported at once) -> refuse on weak evidence, or when the question asks for a year or a quantity the
+evidence does not state -> answerability check -> generate (streamed) ->
 parse [n] -> attribute -> support check (invented facts refuse or are removed) -> Answer.
 
 With `answer_mode = "extractive"`, or when the LLM cannot be reached, the best evidence sentences
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from rag.answer_type import missing_answer_type
 from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
 from rag.evidence import Evidence, select_evidence
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
@@ -265,6 +267,10 @@ def answer(
     if score is not None and score < settings.evidence_min_score:
         logger.info("refusing: best evidence score %.3f < %.3f", score, settings.evidence_min_score)
         return result(refused="weak_evidence")
+    lacking = missing_answer_type(question, " ".join(s.text for s in found.sources)) if settings.answer_type_check else ""
+    if lacking:
+        logger.info("refusing: the question asks for a %s that the evidence does not state", lacking)
+        return result(refused="answer_type")
     if settings.answer_mode == "extractive":
         return _extractive(found.evidence, result, settings)
 

@@ -127,7 +127,8 @@ class Answer:
     citations: list[Citation]
     hits: list[Hit]
     refused: bool = False
-    # why it was refused: no_hits | weak_evidence | check (LLM yes/no) | model (it said so) | unsupported
+    # why it was refused: no_hits | weak_evidence | answer_type (a year/quantity the evidence lacks) | check (LLM
+    # yes/no) | model (it said so) | unsupported
     refusal_reason: str = ""
     standalone_question: str = ""
     search_query: str = ""  # what retrieval searched for (the standalone question, plus its translation)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     context_packing: Literal["evidence", "chunks"] = "evidence"
     evidence_tokens: int = 320  # evidence budget in estimated tokens (README: measured)
     evidence_min_score: float = 0.0  # refuse when the best evidence sentence scores below this (README)
+    # refuse without the LLM when the question asks for a year or a quantity in a unit that the evidence never
+    # states (rag/answer_type.py; README: measured on the dev set and CMRC2018)
+    answer_type_check: bool = True
     extractive_sentences: int = 2  # sentences in an extractive answer
     context_tokens: int = 1800  # budget for whole chunks (context_packing = "chunks")
     history_turns: int = 4  # earlier turns kept in the prompt

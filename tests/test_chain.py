@@ -104,6 +104,17 @@ def test_weak_evidence_refuses_before_the_llm(sample_settings, sample_retriever)
     assert ans.refused and ans.refusal_reason == "weak_evidence" and ans.hits
 
 
+def test_a_quantity_the_evidence_never_states_is_refused_before_the_llm(sample_settings, sample_retriever):
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)  # would fail if the chain called it
+    ans = answer("部署知库 DocQA 需要多少 TB 的磁盘？", settings=sample_settings, retriever=sample_retriever, llm=dead)
+    assert ans.refused and ans.refusal_reason == "answer_type" and ans.evidence
+    stated = answer("部署知库 DocQA 最少需要多少 GB 内存？", settings=sample_settings.model_copy(
+        update={"answer_mode": "extractive"}), retriever=sample_retriever, llm=dead)
+    assert not stated.refused and "8 GB" in stated.text
+    off = sample_settings.model_copy(update={"answer_type_check": False, "answer_mode": "extractive"})
+    assert not answer("部署知库 DocQA 需要多少 TB 的磁盘？", settings=off, retriever=sample_retriever, llm=dead).refused
+
+
 def test_an_invented_number_is_refused_not_cited(sample_settings, sample_retriever):
     from rag.llm import Completion
 
