@@ -5,4 +5,4 @@ Each module has `run(quick: bool) -> str` (a Markdown section) and runs alone wi
 These print tables; they are not timed tests and assert nothing about speed.
 """
 
-BENCHMARKS = ("retrieval_latency", "bm25_vs_rank_bm25", "ingest_throughput", "llm", "api_load")
+BENCHMARKS = ("retrieval_latency", "bm25_vs_rank_bm25", "ingest_throughput", "store_backends", "llm", "api_load")

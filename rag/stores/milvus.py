@@ -319,6 +319,8 @@ class MilvusStore:
         index = self.client.prepare_index_params()
         index.add_index(field_name="vec", index_type="FLAT", metric_type="IP")
         index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
+        for name in ("chunk_id", "doc_id", "version"):  # lookups and the visibility filter use indexes, not scans
+            index.add_index(field_name=name, index_type="INVERTED")
         self.client.create_collection(self.chunks_name, schema=schema, index_params=index)
         meta = MilvusClient.create_schema(auto_id=False)
         meta.add_field("key", DataType.VARCHAR, is_primary=True, max_length=4096)
@@ -330,6 +332,8 @@ class MilvusStore:
         meta.add_field("v", DataType.FLOAT_VECTOR, dim=2)  # Milvus wants a vector field; unused
         index = self.client.prepare_index_params()
         index.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        for name in ("kind", "doc_id", "version", "part"):
+            index.add_index(field_name=name, index_type="INVERTED")
         self.client.create_collection(self.meta_name, schema=meta, index_params=index)
 
     # --- reading ------------------------------------------------------------------------------
