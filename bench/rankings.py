@@ -43,7 +43,7 @@ class RankingSet:
 
 
 def save(ranking_set: RankingSet, path: Path) -> None:
-    """Write a set as JSON (plain data, no pickle)."""
+    """Write a set as plain JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"name": ranking_set.name, "doc_level": ranking_set.doc_level,
             "questions": [q.__dict__ for q in ranking_set.questions]}

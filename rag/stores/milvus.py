@@ -24,21 +24,14 @@ rows and rows of uncommitted versions are deleted.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
-import re
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from rag.bm25 import BM25Params, idf, length_norm, term_weight
 from rag.records import Chunk
 from rag.store import (
     FORMAT_VERSION,
@@ -50,6 +43,8 @@ from rag.store import (
     Manifest,
     check_counts,
 )
+from rag.stores.milvus_client import collection_base, connect, disconnect, filter_in, literal, milvus_uri  # noqa: F401
+from rag.stores.milvus_terms import Terms
 
 logger = logging.getLogger(__name__)
 
@@ -57,157 +52,8 @@ PART_CHARS = 16_000  # JSON per meta row: at most 64,000 UTF-8 bytes, under VARC
 CHUNK_BYTES = 65_535
 INSERT_BATCH = 512
 ID_BATCH = 512  # ids per `in [...]` filter
-REWEIGHT_DRIFT = 0.05  # re-weight every row when avgdl moved this much from the rows' weighting avgdl
-EMPTY_DIM = 2**32 - 2  # a row without BM25 terms gets this dimension (no query uses it): sparse rows can't be empty
 HNSW = {"M": 32, "efConstruction": 80}
 HNSW_EF = 128
-_BS = chr(92)
-
-
-def _lit(value: str) -> str:
-    """A Milvus filter string literal."""
-    return '"' + value.replace(_BS, _BS + _BS).replace('"', _BS + '"') + '"'
-
-
-def _in(field_name: str, values: Sequence[str]) -> str:
-    """`field in ["a", "b"]` (false for no values)."""
-    return f"{field_name} in [{', '.join(_lit(v) for v in values)}]" if values else "false"
-
-
-def collection_base(kb: str) -> str:
-    """Collection-name prefix of a knowledge base (Milvus names allow only [A-Za-z0-9_])."""
-    readable = re.sub(r"[^A-Za-z0-9_]", "_", kb)[:40]
-    return f"rag_{readable}_{hashlib.sha1(kb.encode()).hexdigest()[:8]}"
-
-
-def milvus_uri(settings) -> str:
-    """The configured URI; "" means Milvus Lite in `<index_dir>/milvus.db`."""
-    uri = settings.milvus_uri or str(Path(settings.index_dir) / "milvus.db")
-    if uri.endswith(".db"):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
-_CLIENTS: dict[tuple[str, str], object] = {}
-_CLIENTS_LOCK = threading.Lock()
-
-
-def connect(settings):
-    """The process-wide Milvus client for these settings (Milvus Lite allows one process per `.db`)."""
-    from pymilvus import MilvusClient
-
-    key = (milvus_uri(settings), settings.milvus_token)
-    with _CLIENTS_LOCK:
-        if key not in _CLIENTS:
-            uri, token = key
-            try:
-                _CLIENTS[key] = MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
-            except Exception as e:  # noqa: BLE001 - pymilvus raises several types for "cannot connect/open"
-                hint = (" (Milvus Lite opens a .db in one process at a time: is the app or another ingest using it?)"
-                        if uri.endswith(".db") else "")
-                raise OSError(f"cannot open Milvus at {uri}: {e}{hint}") from e
-        return _CLIENTS[key]
-
-
-def disconnect(settings) -> None:
-    """Close this process's client for these settings (frees a Milvus Lite `.db` for another process)."""
-    uri = milvus_uri(settings)
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.pop((uri, settings.milvus_token), None)
-    if client is not None:
-        client.close()
-    if uri.endswith(".db"):  # stop the embedded server, which holds the file lock
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(uri)
-
-
-# --- the BM25 term table ------------------------------------------------------------------------
-
-
-@dataclass
-class Terms:
-    """BM25 statistics of the committed rows: term -> [id, df], row count, total length, weighting avgdl."""
-
-    terms: dict[str, list[int]] = field(default_factory=dict)
-    n_docs: int = 0
-    total_len: int = 0
-    weighted_avgdl: float = 0.0  # the avgdl the stored rows were weighted with
-    next_id: int = 0
-    params: dict = field(default_factory=lambda: asdict(BM25Params()))
-
-    @property
-    def avgdl(self) -> float:
-        return self.total_len / self.n_docs if self.n_docs else 0.0
-
-    def copy(self) -> Terms:
-        return replace(self, terms={t: list(v) for t, v in self.terms.items()}, params=dict(self.params))
-
-    def add(self, rows: Sequence[list[str]]) -> list[dict[int, int]]:
-        """Count `rows` in (new terms get ids); returns each row's {term id: tf}."""
-        out = []
-        for tokens in rows:
-            counts = {}
-            for term, tf in Counter(tokens).items():
-                entry = self.terms.get(term)
-                if entry is None:
-                    entry = self.terms[term] = [self.next_id, 0]
-                    self.next_id += 1
-                entry[1] += 1
-                counts[entry[0]] = tf
-            out.append(counts)
-            self.n_docs += 1
-            self.total_len += len(tokens)
-        return out
-
-    def remove(self, rows: Sequence[dict[int, int]]) -> None:
-        """Count stored rows ({term id: tf}) out; terms no row holds any more are dropped."""
-        by_id = {entry[0]: term for term, entry in self.terms.items()}
-        for counts in rows:
-            for term_id in counts:
-                term = by_id[int(term_id)]
-                self.terms[term][1] -= 1
-                if self.terms[term][1] == 0:
-                    del self.terms[term]
-            self.n_docs -= 1
-            self.total_len -= sum(counts.values())
-
-    def drifted(self) -> bool:
-        """Whether the stored rows' weighting avgdl is too far from the live one."""
-        if not self.weighted_avgdl:
-            return True
-        return abs(self.avgdl - self.weighted_avgdl) > REWEIGHT_DRIFT * self.weighted_avgdl
-
-    def row_vector(self, counts: dict[int, int]) -> dict[int, float]:
-        """A row's sparse BM25 vector (term id -> tf part of the score), weighted with `weighted_avgdl`."""
-        if not counts:
-            return {EMPTY_DIM: 1e-9}
-        p = BM25Params(**self.params)
-        norm = length_norm(sum(counts.values()), self.weighted_avgdl, p)
-        tfs = np.fromiter(counts.values(), np.float64, len(counts))
-        return dict(zip((int(t) for t in counts), term_weight(tfs, norm, p.k1).tolist()))
-
-    def query_vector(self, tokens: list[str]) -> dict[int, float]:
-        """The query's sparse vector: idf per token (repeated tokens count again); unknown terms dropped.
-
-        A negative idf (rank-bm25's floor of a negative mean, only in corpora of a few rows) cannot be
-        sent (Milvus takes non-negative weights), so such terms are dropped too."""
-        idfs = self._idf()
-        out: dict[int, float] = {}
-        for token in tokens:
-            entry = self.terms.get(token)
-            if entry is not None and idfs.get(entry[0], 0.0) > 0:
-                out[entry[0]] = out.get(entry[0], 0.0) + idfs[entry[0]]
-        return out
-
-    @functools.cached_property
-    def _idf_cache(self) -> dict[int, float]:
-        ids = np.fromiter((e[0] for e in self.terms.values()), np.int64, len(self.terms))
-        df = np.fromiter((e[1] for e in self.terms.values()), np.float64, len(self.terms))
-        return dict(zip(ids.tolist(), idf(df, self.n_docs, self.params["epsilon"]).tolist()))
-
-    def _idf(self) -> dict[int, float]:
-        return self._idf_cache
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -250,7 +96,7 @@ class Head:
     def _visible(self, pending: Sequence[str]) -> str:
         expr = f"version <= {self.version}"
         if pending:
-            expr += f" and not ({_in('doc_id', pending)} and version < {self.version})"
+            expr += f" and not ({filter_in('doc_id', pending)} and version < {self.version})"
         return expr
 
 
@@ -373,7 +219,7 @@ class MilvusStore:
         ids = list(dict.fromkeys(ids))
         for start in range(0, len(ids), ID_BATCH):
             part = ids[start:start + ID_BATCH]
-            rows = self.client.query(self.chunks_name, filter=f"{_in('chunk_id', part)} and {self.head.visible()}",
+            rows = self.client.query(self.chunks_name, filter=f"{filter_in('chunk_id', part)} and {self.head.visible()}",
                                      output_fields=["chunk_id", *fields], limit=len(part))
             out.update({row["chunk_id"]: row for row in rows})
         return out
@@ -406,7 +252,7 @@ class MilvusStore:
 
     def document(self, doc_id: str) -> DocRecord | None:
         """One document at the committed version, or None."""
-        rows = self.client.query(self.meta_name, filter=f'kind == "doc" and doc_id == {_lit(doc_id)} and '
+        rows = self.client.query(self.meta_name, filter=f'kind == "doc" and doc_id == {literal(doc_id)} and '
                                  f"{self.head.visible_docs()}", output_fields=["part", "value"], limit=16_384)
         if not rows:
             return None
@@ -470,7 +316,7 @@ class MilvusStore:
         expr = f'kind == "doc" and part == 0 and {self.head.visible_docs()}'
         found = set()
         for i in range(0, len(doc_ids), ID_BATCH):
-            batch = f"{_in('doc_id', doc_ids[i:i + ID_BATCH])} and {expr}"
+            batch = f"{filter_in('doc_id', doc_ids[i:i + ID_BATCH])} and {expr}"
             found |= {row["doc_id"] for row in self._iterate(self.meta_name, batch, ["doc_id"])}
         return found
 
@@ -480,7 +326,7 @@ class MilvusStore:
             return list(self._iterate(self.chunks_name, self.head.visible(), ["doc_id", *fields]))
         rows = []
         for start in range(0, len(doc_ids), ID_BATCH):
-            expr = f"{_in('doc_id', doc_ids[start:start + ID_BATCH])} and {self.head.visible()}"
+            expr = f"{filter_in('doc_id', doc_ids[start:start + ID_BATCH])} and {self.head.visible()}"
             rows += self._iterate(self.chunks_name, expr, ["doc_id", *fields])
         return rows
 
@@ -524,7 +370,7 @@ class MilvusStore:
             self.client.delete(collection, filter=expr)
             return
         for start in range(0, len(ids), ID_BATCH):
-            self.client.delete(collection, filter=f"{_in('doc_id', ids[start:start + ID_BATCH])} and {expr}")
+            self.client.delete(collection, filter=f"{filter_in('doc_id', ids[start:start + ID_BATCH])} and {expr}")
 
     def _collect(self) -> None:
         """Delete what the committed head makes stale, then record that nothing is pending."""
@@ -596,7 +442,7 @@ def _load(client, collection: str) -> None:
 
 def _read_blob(client, meta: str, name: str, version: int, where: str) -> str:
     """The JSON text stored under `name` at `version`, joined from its parts."""
-    rows = client.query(meta, filter=f'kind == "blob" and doc_id == {_lit(name)} and version == {version}',
+    rows = client.query(meta, filter=f'kind == "blob" and doc_id == {literal(name)} and version == {version}',
                         output_fields=["part", "value"], limit=16_384)
     if not rows:
         raise KBCorrupt(f"{where}: the committed version {version} has no {name!r}; rebuild it with "
