@@ -48,3 +48,49 @@ def llm(sample_settings):
     if not is_provisioned(GGUFS["0.5b"], sample_settings.cache_dir):
         pytest.skip("bundled 0.5B GGUF not provisioned: run `python -m rag.models`")
     return client_from_settings(sample_settings)
+
+
+# --- the HTTP API on a live server (tests/test_api*.py; helpers in tests/live_api.py) ---------------
+
+
+@pytest.fixture(scope="module")
+def api_settings(sample_settings):
+    """The sample knowledge base's settings with an API key and small upload limits."""
+    from pydantic import SecretStr
+
+    from tests.live_api import KEY
+
+    settings = sample_settings.model_copy(update={"api_key": SecretStr(KEY), "max_file_mb": 0.05, "api_max_files": 3})
+    assert KEY not in repr(settings) and KEY not in settings.model_dump_json()  # never in logs or cache keys
+    return settings
+
+
+@pytest.fixture(scope="module")
+def server(api_settings):
+    """`rag.serve`'s app on a real uvicorn server on loopback."""
+    from rag.api.app import create_app
+    from tests.live_api import LiveServer
+
+    with LiveServer(create_app(api_settings)) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    """httpx with the API key."""
+    import httpx
+
+    from tests.live_api import KEY
+
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """The official openai client with the API key."""
+    import openai
+
+    from tests.live_api import KEY
+
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=300)

@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, API-key check, body limits and OpenAI-style errors.
+"""The FastAPI application: routes, API-key check and body limits (errors: errors.py; bodies: schemas.py,
+shapes.py; streaming: streaming.py).
 
 Every `/v1` route needs `Authorization: Bearer <RAG_API_KEY>` when a key is set. Retrieval runs in
 FastAPI's thread pool (requests in parallel); chat requests go through the LLM gate (bounded queue, 429
@@ -9,83 +10,27 @@ from __future__ import annotations
 
 import hmac
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from rag import store
 from rag.api import shapes
+from rag.api.errors import ApiError, install_error_handlers
 from rag.api.jobs import FileOutcome, Jobs
-from rag.api.resources import LLMBusy, Resources
-from rag.llm import LLMError
+from rag.api.resources import Resources
+from rag.api.schemas import ChatMessage, ChatRequest, CreateKB, RetrieveRequest
+from rag.api.streaming import stream_answer
 from rag.settings import Settings
 from rag.ui import check_upload, is_uploaded_copy
 
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-
-
-class ApiError(Exception):
-    """An error answered with an OpenAI-style body."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
-
-
-# --- requests -------------------------------------------------------------------------------
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: only text parts carry words
-            return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
-        return self.content or ""
-
-
-class ChatRequest(BaseModel):
-    """OpenAI's request (unknown OpenAI fields are accepted and ignored) plus the knowledge base's knobs."""
-
-    model_config = ConfigDict(extra="allow")
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, gt=0, le=4096)
-    max_completion_tokens: int | None = Field(None, gt=0, le=4096)
-    # extensions (`extra_body` in the openai client)
-    top_k: int | None = Field(None, gt=0, le=50)
-    retrieval_mode: Literal["dense", "bm25", "hybrid"] | None = None
-    answer_mode: Literal["generative", "extractive"] | None = None
-
-
-class RetrieveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kb: str
-    query: str = Field(min_length=1, max_length=4000)
-    k: int = Field(10, gt=0, le=100)
-    mode: Literal["dense", "bm25", "hybrid"] | None = None
-    rerank: bool = False
-
-
-class CreateKB(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
 
 
 # --- the application ------------------------------------------------------------------------
@@ -98,7 +43,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     app = FastAPI(title="rag-local API", version="1", docs_url="/docs", redoc_url=None,
                   max_body_size=int(settings.api_max_body_mb * MB))
     app.state.resources, app.state.jobs = res, jobs
-    _errors(app)
+    install_error_handlers(app)
 
     @app.get("/health")
     def health() -> dict:
@@ -126,7 +71,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
         admission = res.gate.admit() if needs_llm else None
         run = _chain_runner(res, kb_settings, opened, llm, question, history)
         if body.stream:
-            return StreamingResponse(_stream(run, admission, body.model, opened.version),
+            return StreamingResponse(stream_answer(run, admission, body.model, opened.version),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         if admission is None:
             ans = run()
@@ -275,69 +220,6 @@ def _chain_runner(res: Resources, settings: Settings, opened, llm, question: str
     return run
 
 
-class _Cancelled(Exception):
-    """The client went away: stop generating."""
-
-
-def _stream(run, admission, model: str, version: str) -> Iterator[str]:
-    """SSE chunks: role, evidence (as soon as it is selected), tokens, then references and [DONE].
-
-    The chain runs in its own thread, started here (so the LLM admission is always released by it, even
-    if the response is never sent), and hands events over a queue; when the client disconnects, the next
-    token raises in that thread, which closes the LLM stream (llama.cpp stops generating).
-    """
-    events: queue.Queue = queue.Queue()
-    cancelled = threading.Event()
-
-    def on_token(piece: str) -> None:
-        if cancelled.is_set():
-            raise _Cancelled()
-        events.put(("token", piece))
-
-    def work() -> None:
-        try:
-            if admission is None:
-                events.put(("answer", run(on_token, lambda s: events.put(("evidence", s)))))
-            else:
-                with admission:
-                    events.put(("answer", run(on_token, lambda s: events.put(("evidence", s)))))
-        except _Cancelled:
-            events.put(("cancelled", None))
-        except Exception as e:  # noqa: BLE001 - becomes the stream's error event
-            logger.exception("streamed chat failed")
-            events.put(("error", e))
-
-    threading.Thread(target=work, daemon=True, name="chat-stream").start()
-    return _events(events, cancelled, model, version)
-
-
-def _events(events: queue.Queue, cancelled: threading.Event, model: str, version: str) -> Iterator[str]:
-    cid = shapes.completion_id()
-    try:
-        yield shapes.chunk_event(cid, model, {"role": "assistant", "content": ""})
-        streamed = False
-        while True:
-            kind, value = events.get()
-            if kind == "evidence":
-                yield shapes.chunk_event(cid, model, {}, evidence=shapes.evidence(value), kb_version=version)
-            elif kind == "token":
-                streamed = True
-                yield shapes.chunk_event(cid, model, {"content": value})
-            elif kind == "answer":
-                if not streamed and value.text:  # refusals and extractive answers come whole
-                    yield shapes.chunk_event(cid, model, {"content": value.text})
-                yield shapes.chunk_event(cid, model, {"answer": value.text, **shapes.rag_fields(value, version)},
-                                         "stop", usage=shapes.usage(value))
-                break
-            else:
-                message = "the client disconnected" if kind == "cancelled" else shapes.scrub_paths(str(value))
-                yield f"data: {shapes.json_dumps(shapes.error_body(message, 'server_error'))}\n\n"
-                break
-        yield shapes.DONE
-    finally:
-        cancelled.set()
-
-
 # --- helpers --------------------------------------------------------------------------------
 
 
@@ -418,52 +300,3 @@ def _auth(key: str) -> Callable:
     return check
 
 
-EXCEPTION_STATUS = {  # exception -> (HTTP status, OpenAI error type, code)
-    store.KBNotFound: (404, "invalid_request_error", "kb_not_found"),
-    store.KBExists: (409, "invalid_request_error", "kb_exists"),
-    store.KBLocked: (409, "invalid_request_error", "kb_locked"),
-    store.IndexMismatch: (409, "invalid_request_error", "index_mismatch"),
-    LLMBusy: (429, "rate_limit_error", "llm_queue_full"),
-}
-
-
-def _errors(app: FastAPI) -> None:
-    """Every error becomes an OpenAI-style body; no server path beyond the knowledge base is echoed."""
-
-    def reply(status: int, message: str, kind: str, code: str | None = None, param: str | None = None):
-        return JSONResponse(shapes.error_body(shapes.scrub_paths(message), kind, code, param), status_code=status)
-
-    @app.exception_handler(ApiError)
-    async def api_error(_, e: ApiError):
-        return reply(e.status, e.message, e.kind, e.code, e.param)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_, e: RequestValidationError):
-        details = "; ".join(f"{'.'.join(str(p) for p in x['loc'] if p != 'body')}: {x['msg']}" for x in e.errors())
-        return reply(400, f"invalid request: {details}", "invalid_request_error")
-
-    @app.exception_handler(StarletteHTTPException)  # 404 routes, 405, 413 body limits
-    async def http_error(_, e: StarletteHTTPException):
-        code = {413: "request_too_large", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
-        return reply(e.status_code, str(e.detail), "invalid_request_error", code)
-
-    def mapped(status: int, kind: str, code: str):
-        async def handler(_, e: Exception):
-            response = reply(status, str(e), kind, code)
-            if status == 429:
-                response.headers["Retry-After"] = "5"
-            return response
-
-        return handler
-
-    for exc, (status, kind, code) in EXCEPTION_STATUS.items():
-        app.add_exception_handler(exc, mapped(status, kind, code))
-
-    @app.exception_handler(LLMError)
-    async def llm_down(_, e: LLMError):
-        return reply(503, f"the LLM failed: {e}", "server_error", "llm_unavailable")
-
-    @app.exception_handler(Exception)
-    async def internal(_, e: Exception):
-        logger.exception("request failed")
-        return reply(500, f"internal error ({type(e).__name__})", "server_error")
