@@ -34,7 +34,7 @@ def key_of(settings: Settings, fields: set[str]) -> str:
 
 @st.cache_resource(show_spinner="Loading the embedder…")
 def get_embedder(key: str, _settings: Settings):
-    """The embedder (rag.embed), shared by every session."""
+    """The embedder (rag.embed) for concrete settings (one knowledge base's), shared by every session."""
     from rag.embed import load_embedder
 
     return load_embedder(_settings)
@@ -61,16 +61,13 @@ def open_kb(index_dir: str, kb: str, version: str, _settings: Settings):
     """One loaded KB version, keyed on its version folder (unique per write), so re-ingests show up."""
     from rag.retrieve import open_retriever
 
-    return open_retriever(_settings, embedder=get_embedder(key_of(_settings, EMBEDDER_FIELDS), _settings))
+    return open_retriever(_settings, embedders=lambda concrete: get_embedder(key_of(concrete, EMBEDDER_FIELDS), concrete))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def get_retriever(index_dir: str, kb: str, version: str, settings_key: str, _settings: Settings):
     """A retriever over the cached KB version with one combination of session retrieval settings."""
-    from rag.retrieve import Retriever
-
-    base = open_kb(index_dir, kb, version, _settings)
-    return Retriever(base.state, base.embedder, _settings)
+    return open_kb(index_dir, kb, version, _settings).with_settings(_settings)
 
 
 @st.cache_data(ttl=30, show_spinner=False)

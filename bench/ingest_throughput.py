@@ -1,7 +1,8 @@
 """Ingest throughput against the raw encoder on the same texts, and the cost of a no-change re-ingest.
 
-In-process: `run_ingest` into a temp index (embedder already loaded, so model load is excluded),
-then `Embedder.encode_passages` on exactly the chunk texts it indexed, same batch size. As whole
+In-process: `run_ingest` into a temp index with the default settings (model load excluded; `embedder = "auto"`
+picks e5 for llm-notes-zh and bge-small-en for SciFact), then the knowledge base's own embedder's
+`encode_passages` on exactly the chunk texts it indexed, same batch size. As whole
 commands: `python -m ingest PATH --quiet` in a subprocess, fresh and then again with nothing
 changed, with wall time and the child's peak RSS (`os.wait4` rusage).
 """
@@ -44,15 +45,17 @@ def in_process(path: Path, index_dir: Path, kb: str) -> dict:
     """Full ingest, raw encode of the same texts, no-change re-ingest; seconds and counts."""
     from ingest.pipeline import run_ingest
     from rag.embed import load_embedder
+    from rag.embedder_choice import for_manifest
     from rag.settings import Settings
+    from rag.store import peek_manifest
     from rag.stores.files import load_state
 
     settings = Settings(index_dir=index_dir, kb=kb)
-    embedder = load_embedder(settings)
     t = time.perf_counter()
     report = run_ingest([path], settings, progress=False)
     wall = time.perf_counter() - t
     ingest_s = wall - report.stage_s.get("model_load", 0.0)
+    embedder = load_embedder(for_manifest(settings, peek_manifest(settings)))  # the one "auto" chose for the corpus
     texts = [c.text for c in load_state(index_dir, kb).chunks]
     t = time.perf_counter()
     embedder.encode_passages(texts, batch_size=settings.embed_batch_size)

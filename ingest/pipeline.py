@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ingest.chunk import ChunkConfig, chunk_document
 from ingest.clean import clean_pages, is_toc_like
 from ingest.load import LoadError, SourceFile, discover, load
-from rag import store
+from rag import embedder_choice, store
 from rag.records import Chunk
 from rag.settings import Settings
 from rag.text import script_counts
@@ -163,6 +163,9 @@ def run_ingest(
     lock = store.kb_lock(index_dir, kb)
     try:
         manifest = None if rebuild else store.peek_manifest(settings)
+        if embedder_choice.chooses_anew(settings, manifest):
+            manifest = None  # "auto" over a knowledge base without chunks: its first documents choose the embedder
+        settings = embedder_choice.for_manifest(settings, manifest)  # "auto": the knowledge base's own embedder
         if manifest is not None:
             store.check_compatible(manifest, settings, writing=True)
         files_state = dict(manifest.files) if manifest else {}
@@ -187,6 +190,10 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     from rag.embed import load_embedder
     from rag.text import tokenize
 
+    read = [r for sf, sha in tqdm(work.todo, desc="load", unit="file", disable=not progress)
+            if (r := _read_file(sf, sha, settings, report)) is not None]
+    if manifest is None:  # a new knowledge base: "auto" chooses the embedder from the cleaned texts
+        settings = embedder_choice.for_texts(settings, (text for r in read for _, text, _ in r.docs))
     t = time.perf_counter()
     embedder = load_embedder(settings)
     report.stage_s["model_load"] += time.perf_counter() - t
@@ -198,11 +205,8 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
 
     docs, chunks = [], []
     config = ChunkConfig(chunk_tokens=settings.chunk_tokens, overlap_tokens=settings.chunk_overlap)
-    for sf, sha in tqdm(work.todo, desc="load+chunk", unit="file", disable=not progress):
-        result = _prepare_file(sf, sha, settings, config, embedder.count_tokens, report)
-        if result is None:
-            continue
-        file_docs, file_chunks, entry = result
+    for r in tqdm(read, desc="chunk", unit="file", disable=not progress):
+        file_docs, file_chunks, entry = _chunk_file(r, config, embedder.count_tokens, report)
         status = "updated" if entry["source"] in files_state else "added"
         files_state[entry["source"]] = entry
         docs += file_docs
@@ -230,8 +234,19 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     report.wrote = True
 
 
-def _prepare_file(sf, sha, settings, config, count_tokens, report):
-    """Load, clean and chunk one file; failures become report lines, never exceptions."""
+@dataclass
+class _Read:
+    """One file loaded and cleaned, not chunked yet."""
+
+    source: str
+    sha: str
+    docs: list[tuple]  # (loaded Document, cleaned text, its pages)
+    original_chars: int
+    removed_chars: int
+
+
+def _read_file(sf, sha, settings, report) -> _Read | None:
+    """Load and clean one file; failures become report lines, never exceptions."""
     source = str(sf.path.resolve())
     t = time.perf_counter()
     try:
@@ -240,32 +255,39 @@ def _prepare_file(sf, sha, settings, config, count_tokens, report):
         report.files.append(FileResult(source, "failed", reason=e.reason))
         return None
     report.stage_s["load"] += time.perf_counter() - t
-    docs, chunks, original, removed, script = [], [], 0, 0, [0, 0]
+    read = _Read(source, sha, [], 0, 0)
     for doc in loaded:
         t = time.perf_counter()
         cleaned, pages = clean_pages(doc.text, doc.pages)
         report.stage_s["clean"] += time.perf_counter() - t
-        original += cleaned.original_chars
-        removed += cleaned.removed_chars
-        if not cleaned.text.strip():
-            continue
+        read.original_chars += cleaned.original_chars
+        read.removed_chars += cleaned.removed_chars
+        if cleaned.text.strip():
+            read.docs.append((doc, cleaned.text, pages))
+    if not read.docs:
+        report.files.append(FileResult(source, "failed", reason="no text left after cleaning"))
+        return None
+    return read
+
+
+def _chunk_file(read: _Read, config, count_tokens, report):
+    """The documents, chunks and manifest entry of one loaded file."""
+    docs, chunks, script = [], [], [0, 0]
+    for doc, text, pages in read.docs:
         t = time.perf_counter()
-        doc_chunks = chunk_document(doc.id, source, cleaned.text, count_tokens=count_tokens, config=config, pages=pages)
+        doc_chunks = chunk_document(doc.id, read.source, text, count_tokens=count_tokens, config=config, pages=pages)
         report.stage_s["chunk"] += time.perf_counter() - t
-        docs.append(store.DocRecord(doc.id, source, doc.title, cleaned.text, text_sha256(cleaned.text), dict(doc.meta)))
+        docs.append(store.DocRecord(doc.id, read.source, doc.title, text, text_sha256(text), dict(doc.meta)))
         chunks += doc_chunks
         for chunk in doc_chunks:
             counts = script_counts(chunk.text[:SCRIPT_SAMPLE_CHARS])
             script = [script[0] + counts[0], script[1] + counts[1]]
-    if not docs:
-        report.files.append(FileResult(source, "failed", reason="no text left after cleaning"))
-        return None
     entry = {
-        "source": source,
-        "sha256": sha,
+        "source": read.source,
+        "sha256": read.sha,
         "doc_ids": [d.id for d in docs],
         "chunks": len(chunks),
-        "removed_share": round(removed / original, 4) if original else 0.0,
+        "removed_share": round(read.removed_chars / read.original_chars, 4) if read.original_chars else 0.0,
         "script": script,
     }
     return docs, chunks, entry

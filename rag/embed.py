@@ -162,7 +162,11 @@ def _load_http(url: str, model: str, cache_dir: Path, query_prefix: str, passage
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """The process-wide embedder for these settings (cached on model, device and prefixes)."""
+    """The process-wide embedder for these settings (cached on model, device and prefixes). For a knowledge
+    base, pass settings from `rag.embedder_choice` (its own embedder); "auto" with no corpus means e5."""
+    from rag.embedder_choice import for_texts
+
+    settings = for_texts(settings, ())
     if settings.embedder.startswith(("http://", "https://")):  # an OpenAI-compatible embeddings endpoint
         return _load_http(settings.embedder, settings.embedder_model, settings.cache_dir, settings.query_prefix,
                           settings.passage_prefix)

@@ -33,8 +33,8 @@ class OnnxEmbedder(Embedder):
         self._cache_lock = threading.Lock()
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        """Tokens per text, special tokens included."""
-        return self.encoder.count_tokens(texts)
+        """Tokens per text (special tokens and the passage prefix included), as `Embedder.count_tokens`."""
+        return self.encoder.count_tokens([self.passage_prefix + t for t in texts])
 
     def _encode(self, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
         if not texts:

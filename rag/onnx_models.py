@@ -25,12 +25,16 @@ def _session(model_path: str, threads: int):
     return ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _tokenizer(folder: Path, max_tokens: int):
+def _tokenizer(folder: Path, max_tokens: int | None = None):
+    """The model's tokenizer; with `max_tokens`, truncating to it and padding each batch to its longest."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=max_tokens, strategy="longest_first")
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in each batch
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    if max_tokens is not None:
+        tokenizer.enable_truncation(max_length=max_tokens, strategy="longest_first")
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the longest in each batch
     return tokenizer
 
 
@@ -46,12 +50,13 @@ class BertOnnx:
         self.folder = folder
         self.session = _session(str(folder / "model.onnx"), threads)
         self.tokenizer = _tokenizer(folder, max_tokens)
+        self.counter = _tokenizer(folder)  # neither truncates nor pads: the chunker's token counts
         self.batch_size = batch_size
         self.max_tokens = max_tokens
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text, special tokens included, before truncation."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+        return [len(e.ids) for e in self.counter.encode_batch(texts, add_special_tokens=True)]
 
     def run(self, inputs: list) -> list[np.ndarray]:
         """The graph's first output per batch, inputs processed shortest first (less padding), in input order."""

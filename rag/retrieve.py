@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from rag import fuse
+from rag import embedder_choice, fuse
 from rag.records import Hit
 from rag.settings import Settings
 from rag.store import Store
 from rag.text import expand_query, normalize, tokenize
+
+if TYPE_CHECKING:
+    from rag.embed import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,16 @@ class Retriever:
         self.state = state
         self.embedder = embedder
         self.settings = settings
+
+    def with_settings(self, settings: Settings) -> Retriever:
+        """A retriever over the same knowledge base and embedder with other (per-request) retrieval settings."""
+        from rag import store
+
+        settings = embedder_choice.for_manifest(settings, self.state.manifest)
+        if settings == self.settings:
+            return self
+        store.check_compatible(self.state.manifest, settings, self.embedder)
+        return Retriever(self.state, self.embedder, settings)
 
     @property
     def corpus_language(self) -> str:
@@ -111,13 +125,15 @@ class Retriever:
         return hits
 
 
-def open_retriever(settings: Settings, *, embedder=None) -> Retriever:
-    """Open `settings.kb` on `settings.store` with the embedder it was built with; refuse a mismatch."""
+def open_retriever(settings: Settings, *, embedders: Callable[[Settings], Embedder] | None = None) -> Retriever:
+    """Open `settings.kb` on `settings.store` with the embedder it was built with ("auto": the one its manifest
+    records); refuse a mismatch. `embedders` loads an embedder for concrete settings (default: load_embedder)."""
     from rag import store
     from rag.embed import load_embedder
 
     kb = store.open_store(settings)
-    embedder = embedder or load_embedder(settings)
+    settings = embedder_choice.for_manifest(settings, kb.manifest)
+    embedder = (embedders or load_embedder)(settings)
     store.check_compatible(kb.manifest, settings, embedder)
     return Retriever(kb, embedder, settings)
 

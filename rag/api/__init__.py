@@ -2,6 +2,6 @@
 
 `app.py` builds the FastAPI application (routes, auth, limits); `errors.py` answers every error in OpenAI's
 shape; `schemas.py` holds the request bodies; `streaming.py` streams an answer as server-sent events; `resources.py` holds what requests
-share (embedder, LLM client and its queue, loaded knowledge-base versions); `jobs.py` runs ingests in the
+share (embedders, LLM client and its queue, loaded knowledge-base versions); `jobs.py` runs ingests in the
 background; `shapes.py` turns answers and hits into the response bodies.
 """

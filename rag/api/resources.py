@@ -1,4 +1,4 @@
-"""What API requests share: the embedder, the LLM client and its queue, loaded knowledge-base versions.
+"""What API requests share: the embedders, the LLM client and its queue, loaded knowledge-base versions.
 
 Requests never change these objects: per-request settings make a (cached) `Retriever` of their own over
 the shared, read-only state of one knowledge-base version.
@@ -91,19 +91,15 @@ class Resources:
         self._loaded: OrderedDict[tuple[str, str], Retriever] = OrderedDict()
         self._retrievers: OrderedDict[tuple[str, str, str], Retriever] = OrderedDict()
         self._llm = None
-        self._embedder = None
 
     # --- models -----------------------------------------------------------------------------
 
-    @property
-    def embedder(self):
-        """The configured embedder, loaded on first use."""
+    def embedder(self, settings: Settings):
+        """The embedder for concrete settings (one knowledge base's), loaded once per process and model."""
         from rag.embed import load_embedder
 
-        with self._lock:
-            if self._embedder is None:
-                self._embedder = load_embedder(self.settings)
-            return self._embedder
+        with self._lock:  # load_embedder caches per model; the lock makes concurrent first uses load it once
+            return load_embedder(settings)
 
     @property
     def llm(self):
@@ -147,7 +143,7 @@ class Resources:
         if base is None:
             base, version = self._load(kb, version)
             key = (kb, version, key[2])
-        retriever = base if settings == base.settings else Retriever(base.state, base.embedder, settings)
+        retriever = base.with_settings(settings)
         with self._lock:
             _put(self._loaded, (kb, version), base, LOADED_VERSIONS)
             _put(self._retrievers, key, retriever, RETRIEVERS)
@@ -159,7 +155,7 @@ class Resources:
         from rag.retrieve import open_retriever
 
         for _ in range(5):
-            base = open_retriever(self.kb_settings(kb), embedder=self.embedder)
+            base = open_retriever(self.kb_settings(kb), embedders=self.embedder)
             after = store.kb_version(base.settings)
             if after == version:
                 return base, version

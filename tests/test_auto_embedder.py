@@ -1,0 +1,155 @@
+"""`embedder = "auto"`: a new knowledge base gets its embedder from its corpus language, and keeps it."""
+
+from pathlib import Path
+
+import pytest
+
+from ingest.pipeline import create_kb, run_ingest
+from rag import embedder_choice, store
+from rag.retrieve import open_retriever
+from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
+from tests.conftest import SAMPLE, SHARED
+
+ENGLISH = {
+    "backups.md": "# Backups\n\nNightly backups of the database run at 02:00 UTC. Each backup is kept for "
+                  "thirty days in cold storage, then deleted.\n",
+    "leave.md": "# Paid leave\n\nEvery employee gets twenty-five days of paid leave per calendar year; unused "
+                "days expire at the end of March.\n",
+    "oncall.md": "# On-call\n\nThe on-call engineer acknowledges a P0 incident within fifteen minutes and posts "
+                 "updates in the incident channel every half hour.\n",
+}
+CHINESE = {
+    "lora.md": "# LoRA\n\nLoRA 冻结预训练权重，只训练低秩分解矩阵，显著减少可训练参数。\n",
+    "kv.txt": "KV 缓存保存每一层注意力的键和值，避免重复计算，代价是显存占用随序列长度增长。\n",
+}
+
+
+def _write(folder: Path, files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+def _recorded(settings: Settings) -> str:
+    return store.peek_manifest(settings).embedder.id
+
+
+@pytest.mark.parametrize(("cjk", "latin", "expected"), [
+    pytest.param(0, 1000, BUNDLED_EN_EMBEDDER, id="english"),
+    pytest.param(50, 950, BUNDLED_EN_EMBEDDER, id="at-the-threshold"),
+    pytest.param(51, 949, BUNDLED_EMBEDDER, id="just-below"),
+    pytest.param(400, 600, BUNDLED_EMBEDDER, id="mixed"),
+    pytest.param(1000, 0, BUNDLED_EMBEDDER, id="chinese"),
+    pytest.param(0, 0, BUNDLED_EMBEDDER, id="no-letters"),
+])
+def test_the_rule_english_needs_latin_letters_at_the_threshold(cjk, latin, expected):
+    assert embedder_choice.ENGLISH_LATIN_SHARE == 0.95
+    assert embedder_choice.embedder_for_counts(cjk, latin) == expected
+
+
+def test_long_texts_are_counted_on_a_sample_scaled_back():
+    text = ("English words " * 20_000) + "中文" * 5_000  # 240k Latin letters, 10k CJK characters: sampled
+    cjk, latin = embedder_choice.corpus_counts([text])
+    assert abs(cjk - 10_000) < 500 and abs(latin - 240_000) < 5_000
+
+
+def test_shipped_corpora_resolve_to_e5():
+    from ingest.clean import clean
+    from ingest.load import discover, load
+
+    def texts(root: Path) -> list[str]:
+        found, _ = discover([root])
+        return [clean(doc.text).text for sf in found for doc in load(sf, max_bytes=20 << 20, ocr=False)]
+
+    assert embedder_choice.embedder_for_counts(*embedder_choice.corpus_counts(texts(SAMPLE))) == BUNDLED_EMBEDDER
+    notes = SHARED / "corpus" / "llm-notes-zh"
+    if notes.is_dir():
+        assert embedder_choice.embedder_for_counts(*embedder_choice.corpus_counts(texts(notes))) == BUNDLED_EMBEDDER
+    # the sample's English FAQ alone (a few Chinese words in it) is English
+    assert embedder_choice.embedder_for_counts(*embedder_choice.corpus_counts(texts(SAMPLE / "faq-en.md"))) \
+        == BUNDLED_EN_EMBEDDER
+
+
+def test_english_corpus_gets_bge_and_answers(tmp_path):
+    settings = Settings(index_dir=tmp_path / "index", kb="en")
+    assert settings.embedder == "auto"
+    report = run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    assert report.wrote and not report.failed
+    built = store.peek_manifest(settings).embedder
+    assert built.id == BUNDLED_EN_EMBEDDER and built.query_prefix.startswith("Represent this sentence")
+    retriever = open_retriever(settings)
+    assert retriever.embedder.name == BUNDLED_EN_EMBEDDER and retriever.settings.embedder == BUNDLED_EN_EMBEDDER
+    for mode in ("dense", "hybrid"):
+        assert retriever.search("How long is a backup retained?", mode=mode, k=1)[0].chunk.doc_id.endswith("backups.md")
+    assert retriever.search("vacation days per year", mode="dense", k=1)[0].chunk.doc_id.endswith("leave.md")
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    pytest.param(CHINESE, BUNDLED_EMBEDDER, id="chinese"),
+    pytest.param({**ENGLISH, "lora.md": CHINESE["lora.md"]}, BUNDLED_EMBEDDER, id="mixed"),
+])
+def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
+    settings = Settings(index_dir=tmp_path / "index", kb="zh")
+    assert run_ingest([_write(tmp_path / "docs", files)], settings, progress=False).wrote
+    assert _recorded(settings) == expected
+    assert open_retriever(settings).embedder.name == expected
+
+
+def test_an_explicit_embedder_overrides_auto(tmp_path):
+    settings = Settings(index_dir=tmp_path / "index", kb="en", embedder=BUNDLED_EMBEDDER)
+    run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    assert _recorded(settings) == BUNDLED_EMBEDDER
+    assert open_retriever(Settings(index_dir=tmp_path / "index", kb="en")).embedder.name == BUNDLED_EMBEDDER
+    with pytest.raises(store.IndexMismatch, match="embedder"):  # a named embedder must still match
+        open_retriever(Settings(index_dir=tmp_path / "index", kb="en", embedder=BUNDLED_EN_EMBEDDER))
+
+
+def test_incremental_ingest_keeps_the_recorded_embedder(tmp_path):
+    docs = _write(tmp_path / "docs", CHINESE)
+    settings = Settings(index_dir=tmp_path / "index", kb="kb")
+    first = run_ingest([docs], settings, progress=False)
+    _write(docs, ENGLISH)  # now the corpus as a whole is mostly English
+    again = run_ingest([docs], settings, progress=False)
+    assert (again.count("added"), again.count("unchanged"), again.chunks_embedded) == (3, 2, again.chunks_total
+                                                                                          - first.chunks_total)
+    assert _recorded(settings) == BUNDLED_EMBEDDER
+    assert open_retriever(settings).search("thirty days cold storage", mode="dense", k=1)[0].chunk.doc_id \
+        .endswith("backups.md")
+
+
+def test_an_empty_knowledge_base_takes_the_embedder_of_its_first_documents(tmp_path):
+    settings = Settings(index_dir=tmp_path / "index", kb="empty")
+    create_kb(settings)
+    assert _recorded(settings) == BUNDLED_EMBEDDER  # nothing to go by yet
+    run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    assert _recorded(settings) == BUNDLED_EN_EMBEDDER
+
+
+def test_prefixes_are_chosen_with_the_embedder():
+    with pytest.raises(ValueError, match="query_prefix '' needs a named embedder"):
+        Settings(query_prefix="")
+    assert Settings(embedder=BUNDLED_EMBEDDER, query_prefix="").query_prefix == ""
+
+
+def test_api_serves_each_knowledge_base_with_its_own_embedder(tmp_path):
+    import httpx
+
+    from rag.api.app import create_app
+    from tests.live_api import LiveServer, wait_job
+
+    settings = Settings(index_dir=tmp_path / "index")
+    run_ingest([_write(tmp_path / "zh", CHINESE)], settings.model_copy(update={"kb": "zh"}), progress=False)
+    app = create_app(settings)
+    with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=300) as http:
+        assert http.post("/v1/kbs", json={"name": "en"}).status_code == 201
+        files = [("files", (name, text.encode(), "text/markdown")) for name, text in ENGLISH.items()]
+        assert wait_job(http, http.post("/v1/kbs/en/documents", files=files).json()["job"])["status"] == "done"
+        kbs = {kb["name"]: kb for kb in http.get("/v1/kbs").json()["data"]}
+        assert (kbs["en"]["embedder"], kbs["zh"]["embedder"]) == (BUNDLED_EN_EMBEDDER, BUNDLED_EMBEDDER)
+        for kb, query, doc in [("en", "How long is a backup retained?", "backups.md"), ("zh", "低秩分解", "lora.md")]:
+            hits = http.post("/v1/retrieve", json={"kb": kb, "query": query, "k": 1, "mode": "dense"}).json()["hits"]
+            assert hits[0]["doc_id"].endswith(doc)
+        opened = {kb: app.state.resources.open(settings.model_copy(update={"kb": kb})).retriever for kb in ("en", "zh")}
+    assert opened["en"].embedder.name == BUNDLED_EN_EMBEDDER and opened["zh"].embedder.name == BUNDLED_EMBEDDER
+    assert opened["en"].embedder is open_retriever(settings.model_copy(update={"kb": "en"})).embedder  # loaded once
