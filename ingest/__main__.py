@@ -53,7 +53,8 @@ def print_summary(report, elapsed: float, out=None) -> None:
             dropped = f", {f.ocr_dropped_lines} low-confidence lines dropped" if f.ocr_dropped_lines else ""
             print(f"  pages {f.source}: {f.pages_text} by text layer, {f.pages_ocr} by OCR in {f.ocr_s:.1f}s{dropped}",
                   file=out)
-    print(f"chunks: {report.chunks_total} in index, {report.chunks_embedded} embedded this run", file=out)
+    embedder = f" (embedder {report.embedder})" if report.embedder else ""
+    print(f"chunks: {report.chunks_total} in index, {report.chunks_embedded} embedded this run{embedder}", file=out)
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in report.stage_s.items() if v >= 0.005)
     print(f"time: {elapsed:.2f}s ({stages})", file=out)
 

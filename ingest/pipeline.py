@@ -55,6 +55,7 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     chunks_total: int = 0
     chunks_embedded: int = 0
+    embedder: str = ""  # the knowledge base's embedder (what "auto" chose for a new one)
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     wrote: bool = False
 
@@ -177,7 +178,7 @@ def run_ingest(
 
         stale_terms = manifest is not None and manifest.tokenizer != TOKENIZER_VERSION
         if not work.todo and not work.drop and manifest is not None and not stale_terms:
-            report.chunks_total = manifest.counts.get("chunks", 0)
+            report.chunks_total, report.embedder = manifest.counts.get("chunks", 0), manifest.embedder.id
             return report
         _apply(work, manifest, files_state, settings, report, progress)
     finally:
@@ -197,6 +198,7 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     t = time.perf_counter()
     embedder = load_embedder(settings)
     report.stage_s["model_load"] += time.perf_counter() - t
+    report.embedder = embedder.name
     if manifest is None:
         kb = store.open_store(settings, create=new_manifest(settings, embedder))
     else:

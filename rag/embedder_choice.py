@@ -8,10 +8,13 @@ used as configured (and `store.check_compatible` refuses a knowledge base built 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from rag.settings import AUTO_EMBEDDER, BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, EMBEDDER_PREFIXES, Settings
 from rag.text import script_counts
+
+logger = logging.getLogger(__name__)
 
 # An English corpus: Latin letters are at least this share of its letters (CJK characters + Latin letters).
 # One CJK character carries about as much as 3-5 Latin letters, so 5% CJK characters is already ~15% of the
@@ -48,7 +51,10 @@ def for_texts(settings: Settings, texts: Iterable[str]) -> Settings:
     """The settings that build a new knowledge base of these cleaned document texts."""
     if settings.embedder != AUTO_EMBEDDER:
         return settings
-    return with_embedder(settings, embedder_for_counts(*corpus_counts(texts)))
+    cjk, latin = corpus_counts(texts)
+    chosen = embedder_for_counts(cjk, latin)
+    logger.info("embedder auto: %s for %s (%d CJK characters, %d Latin letters)", chosen, settings.kb, cjk, latin)
+    return with_embedder(settings, chosen)
 
 
 def for_manifest(settings: Settings, manifest) -> Settings:

@@ -71,11 +71,12 @@ def test_shipped_corpora_resolve_to_e5():
         == BUNDLED_EN_EMBEDDER
 
 
-def test_english_corpus_gets_bge_and_answers(tmp_path):
-    settings = Settings(index_dir=tmp_path / "index", kb="en")
+@pytest.mark.parametrize("backend", ["files", "milvus"])
+def test_english_corpus_gets_bge_and_answers(tmp_path, backend):
+    settings = Settings(index_dir=tmp_path / "index", kb="en", store=backend, milvus_uri=str(tmp_path / "kb.db"))
     assert settings.embedder == "auto"
     report = run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
-    assert report.wrote and not report.failed
+    assert report.wrote and not report.failed and report.embedder == BUNDLED_EN_EMBEDDER
     built = store.peek_manifest(settings).embedder
     assert built.id == BUNDLED_EN_EMBEDDER and built.query_prefix.startswith("Represent this sentence")
     retriever = open_retriever(settings)
@@ -113,7 +114,7 @@ def test_incremental_ingest_keeps_the_recorded_embedder(tmp_path):
     again = run_ingest([docs], settings, progress=False)
     assert (again.count("added"), again.count("unchanged"), again.chunks_embedded) == (3, 2, again.chunks_total
                                                                                           - first.chunks_total)
-    assert _recorded(settings) == BUNDLED_EMBEDDER
+    assert _recorded(settings) == again.embedder == BUNDLED_EMBEDDER
     assert open_retriever(settings).search("thirty days cold storage", mode="dense", k=1)[0].chunk.doc_id \
         .endswith("backups.md")
 

@@ -133,6 +133,7 @@ def test_cli_summary_and_exit_codes(tmp_path, capsys):
     assert ingest_main([str(docs), *args]) == 0
     out = capsys.readouterr().out
     assert "added 1" in out and "failed 1" in out and "bad.pdf" in out and "chunks:" in out
+    assert "(embedder bundled:multilingual-e5-small)" in out  # what "auto" chose for a Chinese file
     empty = tmp_path / "e"
     _write(empty, {"z.txt": b""})
     assert ingest_main([str(empty), "--index-dir", str(tmp_path / "ix"), "--kb", "nothing", "--quiet"]) == 1
