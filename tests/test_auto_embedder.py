@@ -9,6 +9,8 @@ from rag import embedder_choice, store
 from rag.retrieve import open_retriever
 from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
 from tests.conftest import SAMPLE, SHARED
+from tests.test_milvus_ingest import FILES as CHINESE
+from tests.test_milvus_ingest import _write
 
 ENGLISH = {
     "backups.md": "# Backups\n\nNightly backups of the database run at 02:00 UTC. Each backup is kept for "
@@ -18,16 +20,11 @@ ENGLISH = {
     "oncall.md": "# On-call\n\nThe on-call engineer acknowledges a P0 incident within fifteen minutes and posts "
                  "updates in the incident channel every half hour.\n",
 }
-CHINESE = {
-    "lora.md": "# LoRA\n\nLoRA 冻结预训练权重，只训练低秩分解矩阵，显著减少可训练参数。\n",
-    "kv.txt": "KV 缓存保存每一层注意力的键和值，避免重复计算，代价是显存占用随序列长度增长。\n",
-}
 
 
-def _write(folder: Path, files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (folder / name).write_text(text, encoding="utf-8")
+def _docs(folder: Path, files: dict[str, str]) -> Path:
+    """`folder`, with `files` written into it."""
+    _write(folder, files)
     return folder
 
 
@@ -75,7 +72,7 @@ def test_shipped_corpora_resolve_to_e5():
 def test_english_corpus_gets_bge_and_answers(tmp_path, backend):
     settings = Settings(index_dir=tmp_path / "index", kb="en", store=backend, milvus_uri=str(tmp_path / "kb.db"))
     assert settings.embedder == "auto"
-    report = run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    report = run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False)
     assert report.wrote and not report.failed and report.embedder == BUNDLED_EN_EMBEDDER
     built = store.peek_manifest(settings).embedder
     assert built.id == BUNDLED_EN_EMBEDDER and built.query_prefix.startswith("Represent this sentence")
@@ -92,14 +89,14 @@ def test_english_corpus_gets_bge_and_answers(tmp_path, backend):
 ])
 def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
     settings = Settings(index_dir=tmp_path / "index", kb="zh")
-    assert run_ingest([_write(tmp_path / "docs", files)], settings, progress=False).wrote
+    assert run_ingest([_docs(tmp_path / "docs", files)], settings, progress=False).wrote
     assert _recorded(settings) == expected
     assert open_retriever(settings).embedder.name == expected
 
 
 def test_an_explicit_embedder_overrides_auto(tmp_path):
     settings = Settings(index_dir=tmp_path / "index", kb="en", embedder=BUNDLED_EMBEDDER)
-    run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False)
     assert _recorded(settings) == BUNDLED_EMBEDDER
     assert open_retriever(Settings(index_dir=tmp_path / "index", kb="en")).embedder.name == BUNDLED_EMBEDDER
     with pytest.raises(store.IndexMismatch, match="embedder"):  # a named embedder must still match
@@ -107,23 +104,25 @@ def test_an_explicit_embedder_overrides_auto(tmp_path):
 
 
 def test_incremental_ingest_keeps_the_recorded_embedder(tmp_path):
-    docs = _write(tmp_path / "docs", CHINESE)
+    docs = _docs(tmp_path / "docs", CHINESE)
     settings = Settings(index_dir=tmp_path / "index", kb="kb")
     first = run_ingest([docs], settings, progress=False)
-    _write(docs, ENGLISH)  # now the corpus as a whole is mostly English
-    again = run_ingest([docs], settings, progress=False)
-    assert (again.count("added"), again.count("unchanged"), again.chunks_embedded) == (3, 2, again.chunks_total
-                                                                                          - first.chunks_total)
+    added = {**ENGLISH, "handbook.md": "\n\n".join(ENGLISH.values()) * 8}
+    _write(docs, added)
+    texts = [path.read_text(encoding="utf-8") for path in docs.iterdir()]
+    assert embedder_choice.embedder_for_counts(*embedder_choice.corpus_counts(texts)) == BUNDLED_EN_EMBEDDER
+    again = run_ingest([docs], settings, progress=False)  # the corpus is English now, the knowledge base is not
+    assert (again.count("added"), again.count("unchanged")) == (len(added), len(CHINESE))
+    assert again.chunks_embedded == again.chunks_total - first.chunks_total
     assert _recorded(settings) == again.embedder == BUNDLED_EMBEDDER
-    assert open_retriever(settings).search("thirty days cold storage", mode="dense", k=1)[0].chunk.doc_id \
-        .endswith("backups.md")
+    assert "kept for thirty days" in open_retriever(settings).search("backup retention", mode="dense", k=1)[0].chunk.text
 
 
 def test_an_empty_knowledge_base_takes_the_embedder_of_its_first_documents(tmp_path):
     settings = Settings(index_dir=tmp_path / "index", kb="empty")
     create_kb(settings)
     assert _recorded(settings) == BUNDLED_EMBEDDER  # nothing to go by yet
-    run_ingest([_write(tmp_path / "docs", ENGLISH)], settings, progress=False)
+    run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False)
     assert _recorded(settings) == BUNDLED_EN_EMBEDDER
 
 
@@ -140,7 +139,7 @@ def test_api_serves_each_knowledge_base_with_its_own_embedder(tmp_path):
     from tests.live_api import LiveServer, wait_job
 
     settings = Settings(index_dir=tmp_path / "index")
-    run_ingest([_write(tmp_path / "zh", CHINESE)], settings.model_copy(update={"kb": "zh"}), progress=False)
+    run_ingest([_docs(tmp_path / "zh", CHINESE)], settings.model_copy(update={"kb": "zh"}), progress=False)
     app = create_app(settings)
     with LiveServer(app) as live, httpx.Client(base_url=live.url, timeout=300) as http:
         assert http.post("/v1/kbs", json={"name": "en"}).status_code == 201
