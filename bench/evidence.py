@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                 tokens.append(estimate_tokens(text))
             print(f"| evidence, rank weight {w_rank} | {budget} | {statistics.mean(recalls):.3f} | "
                   f"{statistics.mean(r == 1 for r in recalls):.3f} | {statistics.mean(tokens):.0f} |")
+        recalls = []
+        for item, hits, _scored, _ in prepared:  # the questions in the notes as candidates too (before: left out)
+            asked = ev.score_sentences(with_history(item.question, item.history),
+                                                    ev.candidate_sentences(hits, docs, questions=True), retriever.embedder)
+            recalls.append(answer_phrase_recall(format_sources(ev.pack(asked, hits, docs, budget).sources), item.answers))
+        print(f"| evidence, questions kept | {budget} | {statistics.mean(recalls):.3f} | "
+              f"{statistics.mean(r == 1 for r in recalls):.3f} | |")
     return 0
 
 

@@ -14,11 +14,13 @@ import json
 import statistics
 from pathlib import Path
 
+REFUSED_AFTER_CHECK = ("unsupported", "uncited")  # outcomes of rag.chain.check_answer, replayed from the draft
+
 
 def recheck(rows: list[dict]) -> list[dict]:
-    """Rows whose answers pass the current citation/support step again (rag.chain._cite on the recorded
+    """Rows whose answers pass the current citation/support step again (rag.chain.check_answer on the recorded
     model text), so a change of the support rules is measured without generating again."""
-    from rag.chain import _cite
+    from rag.chain import check_answer
     from rag.embed import load_embedder
     from rag.eval.qa import answer_phrase_recall
     from rag.prompt import Source
@@ -28,18 +30,19 @@ def recheck(rows: list[dict]) -> list[dict]:
     embed = load_embedder(load_settings()).encode_queries
     out = []
     for r in rows:
-        text = r["draft"] if r["refusal_reason"] == "unsupported" else r["answer"]
-        if r["refused"] and r["refusal_reason"] != "unsupported":
+        text = r["draft"] if r["refusal_reason"] in REFUSED_AFTER_CHECK else r["answer"]
+        if r["refused"] and r["refusal_reason"] not in REFUSED_AFTER_CHECK:
             out.append(r)
             continue
         sources = [Source(e["n"], (Chunk("", e["doc_id"], e["text"], ""),), "", "", e["text"], e["n"])
                    for e in r["evidence"]]
-        new_text, _, facts = _cite(text, sources, embed, r["standalone_question"])
-        refused = facts["key_unsupported"] or not new_text
+        checked = check_answer(text, sources, embed, r["standalone_question"])
+        refused = bool(checked.refusal)
         recall = None if r["verdicts"]["phrase_recall"] is None else \
-            0.0 if refused else answer_phrase_recall(new_text, r["answers"]) if "answers" in r else r["verdicts"]["phrase_recall"]
-        out.append(r | {"refused": refused, "refusal_reason": "unsupported" if refused else "",
-                        "answer": new_text, "verdicts": r["verdicts"] | {"phrase_recall": recall}})
+            0.0 if refused else answer_phrase_recall(checked.text, r["answers"]) if "answers" in r else r["verdicts"]["phrase_recall"]
+        out.append(r | {"refused": refused, "refusal_reason": checked.refusal, "answer": checked.text,
+                        "cited_now": [c.n for c in checked.citations],
+                        "verdicts": r["verdicts"] | {"phrase_recall": recall}})
     return out
 
 
@@ -64,6 +67,30 @@ def replay(rows: list[dict], min_p: float, min_score: float, answer_type: bool =
             "phrase_recall": statistics.mean(recalls) if recalls else None}
 
 
+def citation_precision(rows: list[dict], qa: Path, kb: str) -> float | None:
+    """Share of the (rechecked) citations of answered answerable questions whose evidence pieces hold a key
+    passage (rag.eval's RelevanceJudge over the KB's documents)."""
+    from rag.eval.qa import RelevanceJudge, load_qa
+    from rag.records import Chunk
+    from rag.retrieve import open_retriever
+    from rag.settings import load_settings
+
+    retriever = open_retriever(load_settings().model_copy(update={"kb": kb}))
+    documents = {d: record.text for d, record in retriever.state.documents.items()}
+    judge, items = RelevanceJudge(documents), {i.id: i for i in load_qa(qa)}
+    verdicts = []
+    for r in rows:
+        item = items[r["id"]]
+        if r["refused"] or not r["answerable"] or not (item.evidence or item.doc_ids):
+            continue
+        sources = {e["n"]: e for e in r["evidence"]}
+        for n in r.get("cited_now", [c["n"] for c in r["citations"]]):
+            e = sources[n]
+            doc = documents.get(e["doc_id"], "")
+            verdicts.append(any(judge.relevant(item, Chunk("", e["doc_id"], doc[a:b], "", start=a, end=b)) for a, b in e["pieces"]))
+    return statistics.mean(verdicts) if verdicts else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("rows", type=Path)
@@ -71,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qa", type=Path, help="the QA file of the run (key phrases, to re-score rechecked answers)")
     parser.add_argument("--recheck", action="store_true", help="re-run the support step on the recorded model text")
     parser.add_argument("--answer-type", action="store_true", help="also refuse by rag.answer_type in the grid")
+    parser.add_argument("--kb", help="with --qa: also the citation precision of the (rechecked) answers over this KB")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.qa:
@@ -85,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(rows)} rows; recorded: {replay(rows, 0, 0)}")
     print(f"defaults (answerable_min_p 0.4): {replay(rows, 0.4, 0)}; with the answer-type rule: "
           f"{replay(rows, 0.4, 0, answer_type=True)}")
+    if args.kb and args.qa:
+        print(f"citation precision: {citation_precision(rows, args.qa, args.kb):.3f}")
     print("| answerable_min_p | evidence_min_score | refusal (unanswerable) | false refusal | key-phrase recall |")
     print("| --- | --- | --- | --- | --- |")
     for g in ok[:12]:

@@ -186,13 +186,26 @@ def _closest(hits: Sequence[Hit], n: int = 3) -> list[str]:
     return [f"{h.chunk.doc_id}" + (f" > {h.chunk.heading}" if h.chunk.heading else "") for h in hits[:n]]
 
 
-def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str = "") -> tuple[str, list[Citation], dict]:
-    """Resolve markers, attribute uncited sentences, check support; unsupported sentences leave the text.
+@dataclass(frozen=True)
+class Checked:
+    """The model's answer after its citations and support were checked, and why it must be refused, if so."""
 
-    Returns (text, citations, facts) where facts holds removed/attributed counts and the unsupported
-    sentences, and `key_unsupported` when the first cited sentence (the answer's key claim) or every
-    cited sentence is unsupported.
+    text: str
+    citations: list[Citation]
+    removed: int  # markers naming no source
+    attributed: int  # markers added or moved to the source that supports the sentence
+    unsupported: list[str]  # sentences taken out of the text
+    refusal: str = ""  # "unsupported": the key claim has no support; "uncited": nothing is tied to a source
+
+
+def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, question: str = "") -> Checked:
+    """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
+
+    The answer is refused when its first cited sentence (the key claim) or every cited sentence is
+    unsupported, or when no sentence of it can be tied to a source: an uncited claim is no answer
+    "from the documents".
     """
+    embed = _remembered(embed)  # attribution and the support check embed the same sources
     citations, removed, text = parse_citations(text, sources)
     text, attributed = attribute_citations(text, sources, embed=embed)
     if attributed:
@@ -200,7 +213,6 @@ def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str =
     support = support_check(text, sources, embed=embed, question=question)
     cited = [s for s in support if s.status != "uncited"]
     unsupported = [s for s in cited if s.status == "unsupported"]
-    key_unsupported = bool(cited) and (cited[0].status == "unsupported" or len(unsupported) == len(cited))
     for s in unsupported:  # shown apart, never as cited fact
         text = text.replace(s.text, "", 1)
     text = "\n".join(line.rstrip() for line in text.strip().splitlines()).strip()
@@ -211,9 +223,27 @@ def _cite(text: str, sources: Sequence[Source], embed: Callable, question: str =
             by_n[n] = by_n.get(n, True) and s.status == "supported"
     citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
                           pieces=_pieces(sources, c.n)) for c in citations]
-    facts = {"removed": removed, "attributed": attributed, "unsupported": [s.text for s in unsupported],
-             "key_unsupported": key_unsupported}
-    return text, citations, facts
+    refusal = ""
+    if cited and (cited[0].status == "unsupported" or len(unsupported) == len(cited)) or not text:
+        refusal = "unsupported"
+    elif not citations:
+        refusal = "uncited"
+    return Checked(text, citations, removed, attributed, [s.text for s in unsupported], refusal)
+
+
+def _remembered(embed: Callable | None) -> Callable | None:
+    """`embed` that computes each distinct text once (for one answer's checks)."""
+    if embed is None:
+        return None
+    seen: dict[str, object] = {}
+
+    def remembered(texts: list[str]) -> list:
+        new = [t for t in dict.fromkeys(texts) if t not in seen]
+        if new:
+            seen.update(zip(new, embed(new), strict=True))
+        return [seen[t] for t in texts]
+
+    return remembered
 
 
 def _pieces(sources: Sequence[Source], n: int) -> tuple[tuple[int, int], ...]:
@@ -300,13 +330,14 @@ def answer(
 
     if detect_refusal(stream.text, lang):
         return result(refused="model", answerable_p=p_yes, usage=usage, draft=stream.text)
-    text, citations, facts = _cite(stream.text, found.sources, retriever.embedder.encode_queries, found.standalone)
-    if facts["key_unsupported"] or not text:
-        logger.info("refusing: the answer's key claim is not supported by its sources")
-        return result(refused="unsupported", answerable_p=p_yes, usage=usage, draft=stream.text,
-                      unsupported_sentences=facts["unsupported"])
-    return result(text, citations, answerable_p=p_yes, usage=usage, unsupported_sentences=facts["unsupported"],
-                  removed_citations=facts["removed"], attributed_citations=facts["attributed"])
+    checked = check_answer(stream.text, found.sources, retriever.embedder.encode_queries, found.standalone)
+    if checked.refusal:
+        logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
+        return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=stream.text,
+                      unsupported_sentences=checked.unsupported)
+    return result(checked.text, checked.citations, answerable_p=p_yes, usage=usage,
+                  unsupported_sentences=checked.unsupported, removed_citations=checked.removed,
+                  attributed_citations=checked.attributed)
 
 
 def _extractive(evidence: Evidence, result: Callable[..., Answer], settings: Settings, notice: str = "") -> Answer:

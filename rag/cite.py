@@ -21,7 +21,7 @@ import numpy as np
 
 from rag.prompt import Source
 from rag.records import Citation
-from rag.text import CITATION_MARK, SENTENCE, glossary_equivalents, language, normalize, tokenize
+from rag.text import CITATION_MARK, SENTENCE, glossary_equivalents, is_question, language, normalize, tokenize
 
 SUPPORT_THRESHOLD = 0.5
 COSINE_THRESHOLD = 0.80
@@ -286,6 +286,16 @@ def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
 # --- the check -------------------------------------------------------------------------------
 
 
+def statements(text: str) -> str:
+    """`text` without its questions: what a source states.
+
+    Notes often hold questions with no answer under them (a checklist of interview questions, a heading
+    that asks). An answer built on such a line restates the question at best and invents at worst, so
+    support is judged against the statements only.
+    """
+    return "\n".join(s for s in split_sentences(text) if not is_question(s))
+
+
 def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:
     vectors = np.asarray(embed(sentences + texts), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
@@ -317,22 +327,26 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     "uncited", unless it states a number or name that no source holds: then it is "unsupported" too
     (a model that drops the marker must not slip an invented figure past the check).
     """
-    everything = "\n".join(s.text for s in sources)
-    by_n = {s.n: s for s in sources}
+    stated = {s.n: statements(s.text) for s in sources}
+    everything = "\n".join(stated.values())
     sentences = split_sentences(answer_text)
-    cited = [tuple(n for n in dict.fromkeys(marker_numbers(s)) if n in by_n) for s in sentences]
+    cited = [tuple(n for n in dict.fromkeys(marker_numbers(s)) if n in stated) for s in sentences]
     cos = None
     if embed is not None and sources and sentences:
-        order = [s.n for s in sources]
-        cos = _cosines([strip_markers(s) for s in sentences], [s.text for s in sources], embed)
+        order = list(stated)
+        cos = _cosines([strip_markers(s) for s in sentences], list(stated.values()), embed)
     out = []
     for i, (sentence, numbers) in enumerate(zip(sentences, cited, strict=True)):
+        if is_question(sentence):  # a question in the answer states nothing
+            out.append(SentenceSupport(sentence, numbers, 0.0, None, "unsupported" if numbers else "uncited",
+                                       ("question",)))
+            continue
         if not numbers:
             missing = missing_facts(sentence, everything, question)
             out.append(SentenceSupport(sentence, (), 0.0, None, "unsupported" if missing else "uncited",
                                        tuple(missing)))
             continue
-        cited_text = "\n".join(by_n[n].text for n in numbers)
+        cited_text = "\n".join(stated[n] for n in numbers)
         best_cos = float(max(cos[i, order.index(n)] for n in numbers)) if cos is not None else None
         lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, known=question, threshold=threshold,
                                               cosine_threshold=cosine_threshold)
@@ -361,38 +375,55 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
                         embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
                         threshold: float = SUPPORT_THRESHOLD,
                         cosine_threshold: float = COSINE_THRESHOLD) -> tuple[str, int]:
-    """Give each uncited sentence the marker of the source that supports it best, if any does.
+    """Give each sentence that none of its cited sources supports the marker of the source that does.
 
-    Small models often answer from the sources without writing `[n]`. A marker is added only where
-    that source passes the support check for the sentence (`judge_sentence`: no missing number or
-    name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
-    languages), so every added citation is one the reader can check. Returns (text, markers added).
+    Small models often answer from the sources without writing `[n]`, or write the wrong number (the
+    sentence is in [1], the marker says [2]). A marker is added or moved only where that source passes
+    the support check for the sentence (`judge_sentence` on what the source states: no missing number
+    or name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
+    languages), so every citation it writes is one the reader can check. A sentence no source supports
+    keeps what it had (the support check then judges it). Returns (text, markers added or moved).
     """
-    sentences = [s for s in split_sentences(answer_text) if not marker_numbers(s)]
+    sentences = [s for s in split_sentences(answer_text) if not is_question(s)]
     if not sentences or not sources:
         return answer_text, 0
-    cos = _cosines([strip_markers(s) for s in sentences], [s.text for s in sources], embed) if embed else None
+    stated = [statements(s.text) for s in sources]
+    numbers = [s.n for s in sources]
+    cos = _cosines([strip_markers(s) for s in sentences], stated, embed) if embed else None
     best: dict[str, int] = {}
     for i, sentence in enumerate(sentences):
-        verdicts = []
-        for j, source in enumerate(sources):
+        def verdict(j: int, sentence: str = sentence, i: int = i) -> tuple[bool, float, int]:
             c = float(cos[i, j]) if cos is not None else None
-            lexical, _, ok = judge_sentence(sentence, source.text, c, threshold=threshold,
-                                            cosine_threshold=cosine_threshold)
-            verdicts.append((ok, max(lexical, c or 0.0), source.n))
-        ok, _, n = max(verdicts)
+            lexical, _, ok = judge_sentence(sentence, stated[j], c, threshold=threshold, cosine_threshold=cosine_threshold)
+            return ok, max(lexical, c or 0.0), numbers[j]
+
+        cited = [numbers.index(n) for n in dict.fromkeys(marker_numbers(sentence)) if n in numbers]
+        if cited and _cited_support(sentence, [stated[j] for j in cited],
+                                    [float(cos[i, j]) for j in cited] if cos is not None else None,
+                                    threshold, cosine_threshold):
+            continue
+        ok, _, n = max(verdict(j) for j in range(len(sources)))
         if ok:
             best[sentence] = n
-    out, cursor, added = [], 0, 0
+    out, cursor, changed = [], 0, 0
     for sentence in split_sentences(answer_text):
         at = answer_text.find(sentence, cursor)
         if at < 0:
             continue
-        end = at + len(sentence)
-        out.append(answer_text[cursor:end])
-        cursor = end
+        out.append(answer_text[cursor:at])
+        cursor = at + len(sentence)
         if sentence in best:
-            out.append(f"[{best[sentence]}]")
-            added += 1
+            out.append(f"{strip_markers(sentence).rstrip()}[{best[sentence]}]")
+            changed += 1
+        else:
+            out.append(sentence)
     out.append(answer_text[cursor:])
-    return "".join(out), added
+    return "".join(out), changed
+
+
+def _cited_support(sentence: str, texts: list[str], cosines: list[float] | None, threshold: float,
+                   cosine_threshold: float) -> bool:
+    """Whether the sources a sentence cites, together, support it (as `support_check` judges it)."""
+    best_cos = max(cosines) if cosines else None
+    return judge_sentence(sentence, "\n".join(texts), best_cos, threshold=threshold,
+                          cosine_threshold=cosine_threshold)[2]

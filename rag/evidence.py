@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rag.llm import estimate_tokens
 from rag.prompt import Source, document_title, group_hits
 from rag.records import Chunk, Hit
-from rag.text import sentence_spans
+from rag.text import is_question, sentence_spans
 
 RANK_WEIGHT = 0.05
 MAX_SENTENCE_CHARS = 200  # longer "sentences" (lists without punctuation) are cut at commas
@@ -84,11 +84,13 @@ def _is_heading(text: str, headings: set[str]) -> bool:
     return text.startswith("#") or text.strip(" #") in headings
 
 
-def candidate_sentences(hits: Sequence[Hit], documents: dict) -> list[Sentence]:
+def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool = False) -> list[Sentence]:
     """The sentences of the hits' chunks, cut from the document text; touching chunks share theirs.
 
-    Headings are left out (each source is labelled with its heading path); a table row carries its
-    table's header row, so that "| P0 | ... | 15 分钟内 |" is read under "| 等级 | ... | 响应时间 |".
+    Headings are left out (each source is labelled with its heading path), and so are questions unless
+    `questions` (notes are full of questions with no answer under them, a checklist of interview
+    questions: read as evidence, they invite the model to invent the answer they lack); a table row
+    carries its table's header row, so that "| P0 | ... | 15 分钟内 |" is read under "| 等级 | ... | 响应时间 |".
     """
     out: list[Sentence] = []
     for group, (rank, chunks) in enumerate(group_hits(hits)):
@@ -107,7 +109,7 @@ def candidate_sentences(hits: Sequence[Hit], documents: dict) -> list[Sentence]:
             elif header is None:  # first row of a table
                 header = Sentence(doc_id, lo + s, lo + e, text, group, rank)
                 continue
-            if _is_heading(text, headings):
+            if _is_heading(text, headings) or (not questions and is_question(text)):
                 continue
             for a, b in _split_long(region, s, e):
                 piece = region[a:b]

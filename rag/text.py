@@ -176,6 +176,14 @@ CITATION_MARK = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*(?:[,，、;；]|-|–)\
 SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|(?<!\d)\.(?=\s|$)|\n|$)", re.S)
 
 
+_QUESTION_END = re.compile(r"[?？]\s*$")
+
+
+def is_question(sentence: str) -> bool:
+    """A sentence that asks rather than states ("3. 涌现能力是啥原因?"): it backs no claim and answers nothing."""
+    return bool(_QUESTION_END.search(CITATION_MARK.sub("", sentence)))
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of `text` that holds a word, surrounding whitespace excluded."""
     spans = []

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import run_ingest
-from rag.chain import answer
+from rag.chain import answer, check_answer
 from rag.cite import attribute_citations, marker_numbers
 from rag.llm import LLMClient, LLMUnavailable
 from rag.prompt import Source
@@ -13,6 +13,24 @@ from rag.records import Chunk
 from rag.retrieve import open_retriever
 
 pytestmark = pytest.mark.llm
+
+LORA = "LoRA 在原模型旁边加入低秩矩阵 A 和 B，训练时冻结原模型权重，只更新这两个小矩阵。"
+
+
+def _source(n: int, text: str) -> Source:
+    chunk = Chunk(id=f"c{n}", doc_id=f"d{n}.md", text=text, source=f"/data/d{n}.md", start=0, end=len(text))
+    return Source(n, (chunk,), f"d{n}.md", "", text, n)
+
+
+def test_an_answer_tied_to_no_source_is_refused_as_uncited():
+    checked = check_answer("这种做法在实践中效果通常很好。", [_source(1, LORA)], None)
+    assert checked.refusal == "uncited" and not checked.citations
+
+
+def test_a_supported_answer_keeps_its_citation_and_a_misnumbered_one_is_moved():
+    sources = [_source(1, "GQA 把查询头分成若干组，每组共享一对键和值。"), _source(2, LORA)]
+    checked = check_answer("训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[1]", sources, None)
+    assert checked.refusal == "" and [c.n for c in checked.citations] == [2] and checked.attributed == 1
 
 
 def test_answers_with_valid_citations_and_timings(sample_settings, sample_retriever, llm):

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from rag.cite import (
+    attribute_citations,
     detect_refusal,
     marker_numbers,
     parse_citations,
     split_sentences,
+    statements,
     support_check,
 )
 from rag.prompt import Source
@@ -143,3 +145,35 @@ def test_embedding_cosine_can_rescue_a_paraphrase():
 )
 def test_detect_refusal(text, refused):
     assert detect_refusal(text) is refused
+
+
+# Notes that list questions without answers ("• [x] 3. 涌现能力是啥原因?") back no claim.
+TOC = "• [x] 3. 涌现能力是啥原因?\n• [x] 4. 大模型LLM的架构介绍?"
+
+
+def test_statements_leave_the_questions_out():
+    assert statements(TOC) == ""
+    assert statements("为什么要用 LoRA？\nLoRA 只训练低秩矩阵。") == "LoRA 只训练低秩矩阵。"
+
+
+def test_a_sentence_built_on_a_listed_question_is_unsupported():
+    toc = source(1, TOC, "toc.md")
+    [verdict] = support_check("大模型的涌现能力是啥原因导致的，是架构介绍。[1]", [toc])
+    assert verdict.status == "unsupported"
+
+
+def test_a_question_given_as_the_answer_is_unsupported():
+    [verdict] = support_check("LoRA 的低秩矩阵一般设成多少？[1]", SOURCES)
+    assert verdict.status == "unsupported" and verdict.missing == ("question",)
+
+
+def test_a_wrong_marker_moves_to_the_source_that_supports_the_sentence():
+    text, changed = attribute_citations("GQA 把查询头分成若干组，每组共享一对键和值。[1]", SOURCES)
+    assert changed == 1 and marker_numbers(text) == [2]
+
+
+def test_a_supporting_marker_stays_and_an_unsupported_sentence_keeps_its_own():
+    kept = "LoRA 训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[1]"
+    assert attribute_citations(kept, SOURCES) == (kept, 0)
+    invented = "这个方法最早由 Google 提出。[3]"  # no source names Google: nothing to move it to
+    assert attribute_citations(invented, SOURCES) == (invented, 0)

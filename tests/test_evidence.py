@@ -39,3 +39,11 @@ def test_long_lines_are_cut_at_clause_ends():
     pieces = ev._split_long(text, 0, len(text))
     assert len(pieces) > 1 and all(b - a <= ev.MAX_SENTENCE_CHARS for a, b in pieces)
     assert "".join(text[a:b] for a, b in pieces).replace("，", "") == text.replace("，", "")
+
+
+def test_questions_in_the_notes_are_not_evidence_unless_asked_for():
+    doc = "• [x] 3. 涌现能力是啥原因?\n• [x] 4. 大模型LLM的架构介绍?\nLoRA 只训练低秩矩阵，显存占用大幅下降。"
+    chunk = Chunk("q1", "q", doc, "/x/q.md", start=0, end=len(doc))
+    docs = {"q": SimpleNamespace(text=doc)}
+    assert [s.text for s in ev.candidate_sentences([Hit(chunk)], docs)] == ["LoRA 只训练低秩矩阵，显存占用大幅下降。"]
+    assert len(ev.candidate_sentences([Hit(chunk)], docs, questions=True)) == 3
