@@ -53,7 +53,8 @@ def for_texts(settings: Settings, texts: Iterable[str]) -> Settings:
         return settings
     cjk, latin = corpus_counts(texts)
     chosen = embedder_for_counts(cjk, latin)
-    logger.info("embedder auto: %s for %s (%d CJK characters, %d Latin letters)", chosen, settings.kb, cjk, latin)
+    if cjk or latin:  # (no texts: a model loaded outside any knowledge base, or one created empty)
+        logger.info("embedder auto: %s for %s (%d CJK characters, %d Latin letters)", chosen, settings.kb, cjk, latin)
     return with_embedder(settings, chosen)
 
 
