@@ -172,7 +172,8 @@ _EN_NUMBER_WORDS = re.compile(r"\b(?:" + "|".join(_EN_NUMBERS) + r")(?:[- ](?:" 
 _UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|岁|元|次|层|页|万|亿|%|％|个百分点|"
                          r"minutes?|hours?|seconds?|days?|weeks?|months?|years?|times|percent|pages?|layers?)", re.I)
 _LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
-_LEADING_ENUM = re.compile(r"^\s*(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
+# A list item's number ("1.", "2、", "(3)", "• [x] 4.") is no fact, in an answer or in a source.
+_LEADING_ENUM = re.compile(r"^\s*(?:[-*•·]\s*)?(?:\[[ xX]\]\s*)?(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
 # Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
 _COMMON_CAPITALIZED = frozenset(
     "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
@@ -291,9 +292,10 @@ def statements(text: str) -> str:
 
     Notes often hold questions with no answer under them (a checklist of interview questions, a heading
     that asks). An answer built on such a line restates the question at best and invents at worst, so
-    support is judged against the statements only.
+    support is judged against the statements only; list numbers are dropped too (the "5" of "5. 优点"
+    does not back "秩设成 1 到 5").
     """
-    return "\n".join(s for s in split_sentences(text) if not is_question(s))
+    return "\n".join(_LEADING_ENUM.sub("", s) for s in split_sentences(text) if not is_question(s))
 
 
 def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:

@@ -172,8 +172,10 @@ def expand_query(text: str) -> str:
 
 # [1]  [1, 2]  [1，2、3]  【1】  ［1］  [1-3]  [1;2]
 CITATION_MARK = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*(?:[,，、;；]|-|–)\s*\d{1,3})*)\s*[\]】］]")
-# A sentence ends at Chinese/English end punctuation, a period before a space, or a newline.
-SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|(?<!\d)\.(?=\s|$)|\n|$)", re.S)
+# A sentence ends at Chinese/English end punctuation, a period before a space (or before the citation
+# markers that close the sentence: "… weights.[2] This …"), or a newline.
+SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|(?<!\d)\.(?=(?:\s*" + CITATION_MARK.pattern + r")*(?:\s|$))|\n|$)",
+                      re.S)
 
 
 _QUESTION_END = re.compile(r"[?？]\s*$")

@@ -82,6 +82,11 @@ def test_split_sentences_keeps_markers_after_the_stop_with_their_sentence():
     ]
 
 
+def test_an_english_sentence_ends_before_its_marker():
+    assert split_sentences("It normalizes the scores.[2] The sum is one.[1]") == [
+        "It normalizes the scores.[2]", "The sum is one.[1]"]
+
+
 def test_numbered_list_items_are_not_split_at_the_number():
     assert split_sentences("步骤如下：\n1. 冻结权重[1]\n2. 训练低秩矩阵[1]") == [
         "步骤如下：", "1. 冻结权重[1]", "2. 训练低秩矩阵[1]"
@@ -154,6 +159,12 @@ TOC = "• [x] 3. 涌现能力是啥原因?\n• [x] 4. 大模型LLM的架构介
 def test_statements_leave_the_questions_out():
     assert statements(TOC) == ""
     assert statements("为什么要用 LoRA？\nLoRA 只训练低秩矩阵。") == "LoRA 只训练低秩矩阵。"
+
+
+def test_list_numbers_of_a_source_back_no_figure():
+    listed = source(1, "LoRA 的优点：\n1. 显存占用低\n5. 训练快", "lora.md")
+    [verdict] = support_check("LoRA 的秩一般设成 1 到 5。[1]", [listed])
+    assert verdict.status == "unsupported" and set(verdict.missing) == {"1", "5"}
 
 
 def test_a_sentence_built_on_a_listed_question_is_unsupported():
