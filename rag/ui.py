@@ -61,6 +61,8 @@ LABELS: dict[str, dict[str, str]] = {
     "draft_unsupported": {"zh": "模型写出的回答没有得到资料支持（例如资料中没有的数字或名称），因此不作为答案：",
                           "en": "The model's draft is not supported by the sources (e.g. a number or name they do not "
                                 "contain), so it is not given as an answer:"},
+    "draft_uncited": {"zh": "模型写出的回答无法对应到任何一条资料，因此不作为答案：",
+                      "en": "The model's draft could not be tied to any of the sources, so it is not given as an answer:"},
     "evidence": {"zh": "找到的依据", "en": "Evidence found"},
     "extractive_mode": {"zh": "只摘录原句（不调用大模型，立即回答）", "en": "Extract sentences only (no LLM, instant)"},
     "evidence_time": {"zh": "依据", "en": "evidence"},
