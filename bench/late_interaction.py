@@ -138,7 +138,7 @@ def score(ranking_set: RankingSet, model: Colbert, depth: int, three_way: bool) 
         for k in keys:
             users.setdefault(k, []).append(qid)
     keys = sorted(users)
-    texts = {k: by_id[users[k][0]].text[k] for k in keys}
+    texts = {k: docs[k] for k in keys}  # the abstracts the sets hold, e5-only candidates included
     for start in tqdm(range(0, len(keys), 64), desc=f"{ranking_set.name} colbert documents"):
         part = keys[start : start + 64]
         for k, states in zip(part, model.documents([texts[k] for k in part])):

@@ -4,7 +4,7 @@ weights chosen on the train claims and reported on the test claims.
     python -m bench.scifact_sweep fusion                                    # fusion grid, train -> test
     python -m bench.scifact_sweep cross --split test --max-tokens 512 --depth 30 [--three-way]
     python -m bench.scifact_sweep cross --split train --max-tokens 512 --depth 20 --limit 300
-    python -m bench.scifact_sweep rerank --depths 20,30                     # cross-encoder / ColBERT, train -> test
+    python -m bench.scifact_sweep rerank --depths 20 [--three-way]          # cross-encoder / ColBERT, train -> test
 
 Inputs (bench.scifact_docs): per split, the BM25 + bge set (test: scifact-docs-bge; train:
 scifact-docs-train-bge) and the BM25 + e5 set (scifact-docs-e5, scifact-docs-train-e5). SciFact has
@@ -198,7 +198,8 @@ def run_rerank(args) -> None:
     train_scores, test_scores = model_scores(train), model_scores(test)
     print("SciFact nDCG@10 (recall@100 unchanged by re-scoring); w = model share; train -> test")
     depths = [int(d) for d in args.depths.split(",")]
-    for fusion, channel, depth in itertools.product([DEFAULT, chosen_fusion()], sorted(test_scores), depths):
+    fusions = [DEFAULT, chosen_fusion()] if args.three_way else [DEFAULT]
+    for fusion, channel, depth in itertools.product(fusions, sorted(test_scores), depths):
         covered = [q for q in test.ranking_set.questions if q.id in test_scores[channel]]
         test_by_w = {w: rescored_ndcg(test, covered, fusion, test_scores[channel], depth, w) for w in INTERPOLATION}
         base = rescored_ndcg(test, covered, fusion, {}, depth, 0.0)
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--three-way", action="store_true", help="also the train-chosen fusion's candidates")
     r = sub.add_parser("rerank")
     r.add_argument("--depths", default="20,30")
+    r.add_argument("--three-way", action="store_true", help="also re-score the train-chosen fusion")
     args = parser.parse_args(argv)
     if args.command == "fusion":
         run_fusion(args)
