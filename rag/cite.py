@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.facts import LIST_NUMBER, missing_facts
 from rag.prompt import Source
 from rag.records import Citation
-from rag.text import CITATION_MARK, SENTENCE, glossary_equivalents, is_question, language, normalize, tokenize
+from rag.text import CITATION_MARK, SENTENCE, is_question, language, normalize, tokenize
 
 SUPPORT_THRESHOLD = 0.5
 COSINE_THRESHOLD = 0.80
@@ -155,135 +156,6 @@ def lexical_support(sentence: str, cited_text: str) -> float:
     return max(token_share, gram_share)
 
 
-# --- facts that must be in the cited text ----------------------------------------------------
-
-_ARABIC = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
-_ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
-_ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-_ZH_UNITS = {"十": 10, "百": 100, "千": 1000}
-_ZH_BIG = {"万": 10_000, "亿": 100_000_000}
-_EN_NUMBERS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
-                                                      "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100}
-_EN_NUMBER_WORDS = re.compile(r"\b(?:" + "|".join(_EN_NUMBERS) + r")(?:[- ](?:" + "|".join(_EN_NUMBERS) + r"))*\b", re.I)
-# A Chinese numeral or English number word is a checked fact only before a unit ("两小时", "four minutes"):
-# elsewhere ("一种", "one of") it is grammar, not a quantity.
-_UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|岁|元|次|层|页|万|亿|%|％|个百分点|"
-                         r"minutes?|hours?|seconds?|days?|weeks?|months?|years?|times|percent|pages?|layers?)", re.I)
-_LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
-# A list item's number ("1.", "2、", "(3)", "• [x] 4.") is no fact, in an answer or in a source.
-_LEADING_ENUM = re.compile(r"^\s*(?:[-*•·]\s*)?(?:\[[ xX]\]\s*)?(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
-# Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
-_COMMON_CAPITALIZED = frozenset(
-    "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
-    "as is are was were be so also both each every all some any according however therefore chinese english "
-    "note notes source sources document documents answer question step first second third finally then".split())
-
-
-def _zh_number(numeral: str) -> int | None:
-    """'十五' -> 15, '两' -> 2, '三百二十' -> 320, '一千' -> 1000, '1' digits per char ('二〇二三') -> 2023."""
-    if all(ch in _ZH_DIGITS for ch in numeral):
-        return int("".join(str(_ZH_DIGITS[ch]) for ch in numeral))
-    total, section, digit = 0, 0, None
-    for ch in numeral:
-        if ch in _ZH_DIGITS:
-            digit = _ZH_DIGITS[ch]
-        elif ch in _ZH_UNITS:
-            section += (1 if digit is None else digit) * _ZH_UNITS[ch]
-            digit = None
-        elif ch in _ZH_BIG:
-            total += (section + (digit or 0)) * _ZH_BIG[ch]
-            section, digit = 0, None
-    return total + section + (digit or 0)
-
-
-def _en_number(words: str) -> int:
-    """'thirty-two' -> 32, 'four' -> 4, 'two hundred' -> 200."""
-    value = 0
-    for word in re.split(r"[- ]", words.lower()):
-        n = _EN_NUMBERS[word]
-        value = value * n if n == 100 and value else value + n
-    return value
-
-
-def _arabic(text: str) -> str:
-    """'8,000' -> '8000', '2.0' -> '2', '10 万' -> '100000' ('10 729' is joined by the caller)."""
-    value = text.replace(",", "").rstrip()
-    scale = _ZH_BIG.get(value[-1], 1)
-    value = value.rstrip("万亿").rstrip()
-    if scale > 1:
-        number = float(value) * scale
-        return str(int(number)) if number.is_integer() else str(number)
-    if "." in value:
-        value = value.rstrip("0").rstrip(".")
-    return value
-
-
-def numbers_in(text: str, *, quantities_only: bool = False) -> set[str]:
-    """The numbers `text` states, as canonical strings: digits, Chinese numerals, English number words.
-
-    With `quantities_only`, Chinese numerals and English number words count only before a unit.
-    """
-    text = normalize(text)
-    found = {_arabic(m.group(0)) for m in _ARABIC.finditer(re.sub(r"(?<=\d) (?=\d{3}\b)", "", text))}
-    for pattern, convert in ((_ZH_NUMERAL, _zh_number), (_EN_NUMBER_WORDS, _en_number)):
-        for m in pattern.finditer(text):
-            if quantities_only and not _UNIT_AFTER.match(text, m.end()):
-                continue
-            value = convert(m.group(0))
-            if value is not None:
-                found.add(str(value))
-    return found
-
-
-def _is_term(word: str) -> bool:
-    """A word part that names something by itself: a digit or a capital in it ('CPU', 'v2'), not 'only'."""
-    return any(ch.isdigit() or ch.isupper() for ch in word)
-
-
-def salient_terms(sentence: str) -> set[str]:
-    """Latin-script terms that name something: with a digit, inner capitals, all capitals, or a capital mid-sentence."""
-    terms = set()
-    for m in _LATIN_TERM.finditer(sentence):
-        word = m.group(0)
-        inner_capital = any(ch.isupper() for ch in word[1:])
-        before = sentence[:m.start()].rstrip()
-        # a capital after a colon, a list number or a quote starts a sentence; only one mid-sentence names
-        mid_sentence = bool(before) and (before[-1].isalnum() or before[-1] in ",，")
-        named = word[0].isupper() and mid_sentence and word.lower() not in _COMMON_CAPITALIZED
-        if any(ch.isdigit() for ch in word) or inner_capital or named:
-            terms.add(word)
-    return terms
-
-
-def _term_found(term: str, cited: str) -> bool:
-    """A term is found in the lower-cased cited text as itself, singular, by its glossary equivalents,
-    or (a compound such as 'cpu-only') by each of its parts that is a term itself."""
-    lower = term.lower()
-    variants = {lower, lower.rstrip("s"), lower.removesuffix("'s")}
-    if any(v and re.search(rf"(?<![a-z0-9]){re.escape(v)}(?![a-z0-9])", cited) for v in variants):
-        return True
-    if any(eq in cited for v in variants for eq in glossary_equivalents(v)):
-        return True
-    parts = [p for p in re.split(r"[-+._/]", term) if p]
-    return len(parts) > 1 and all(_term_found(p, cited) for p in parts if _is_term(p))
-
-
-def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
-    """Numbers and named terms of `sentence` that neither the cited text nor `known` (e.g. the question) contains.
-
-    Citation marker numbers and a leading list number are not facts.
-    """
-    plain = _LEADING_ENUM.sub("", strip_markers(normalize(sentence)))
-    context = normalize(cited_text + "\n" + known)
-    have = numbers_in(context)
-    missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)
-    lower = context.lower()
-    missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, lower))
-    return missing
-
-
 # --- the check -------------------------------------------------------------------------------
 
 
@@ -295,7 +167,7 @@ def statements(text: str) -> str:
     support is judged against the statements only; list numbers are dropped too (the "5" of "5. 优点"
     does not back "秩设成 1 到 5").
     """
-    return "\n".join(_LEADING_ENUM.sub("", s) for s in split_sentences(text) if not is_question(s))
+    return "\n".join(LIST_NUMBER.sub("", s) for s in split_sentences(text) if not is_question(s))
 
 
 def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.cite import missing_facts, numbers_in, salient_terms
+from rag.facts import missing_facts, numbers_in, salient_terms
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "data" / "qa" / "support.jsonl"
