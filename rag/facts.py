@@ -34,6 +34,8 @@ _COMMON_CAPITALIZED = frozenset(
     "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
     "as is are was were be so also both each every all some any according however therefore chinese english "
     "note notes source sources document documents answer question step first second third finally then".split())
+# Capitals that name nothing: the half of the day of a clock time ("10:00 AM" states 上午 10:00; its digits are checked).
+_NO_NAMES = frozenset({"am", "pm", "a.m", "p.m"})
 
 
 def _zh_number(numeral: str) -> int | None:
@@ -102,6 +104,8 @@ def salient_terms(sentence: str) -> set[str]:
     terms = set()
     for m in _LATIN_TERM.finditer(sentence):
         word = m.group(0)
+        if word.lower() in _NO_NAMES:
+            continue
         inner_capital = any(ch.isupper() for ch in word[1:])
         before = sentence[:m.start()].rstrip()
         # a capital after a colon, a list number or a quote starts a sentence; only one mid-sentence names

@@ -87,6 +87,11 @@ def test_an_english_sentence_ends_before_its_marker():
         "It normalizes the scores.[2]", "The sum is one.[1]"]
 
 
+def test_a_sentence_ending_in_a_number_ends_at_its_period():
+    assert split_sentences("Its dimension is 1024. It is stored in models/. [2]") == [
+        "Its dimension is 1024.", "It is stored in models/. [2]"]
+
+
 def test_numbered_list_items_are_not_split_at_the_number():
     assert split_sentences("步骤如下：\n1. 冻结权重[1]\n2. 训练低秩矩阵[1]") == [
         "步骤如下：", "1. 冻结权重[1]", "2. 训练低秩矩阵[1]"

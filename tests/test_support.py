@@ -38,6 +38,8 @@ def test_named_terms_are_salient_and_common_words_are_not():
     ("In CPU-only mode it takes 6 seconds [1].", "纯 CPU 模式下耗时约 6 秒", []),
     ("LLM inference is faster with INT8 [1].", "使用 INT8 时大语言模型推理更快", []),  # glossary: llm -> 大语言模型
     ("1. 第一步需要 3 天。[2]", "第一步需要三天。", []),  # list number and marker are no facts
+    ("The handover is at 10:00 AM on Monday [1].", "交接时间为每周一上午 10:00", []),  # AM names nothing
+    ("The handover is on Friday [1].", "交接时间为每周一上午 10:00", ["friday"]),
 ])
 def test_missing_facts(sentence, evidence, missing):
     assert missing_facts(sentence, evidence) == missing
