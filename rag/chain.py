@@ -207,7 +207,7 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     """
     embed = _remembered(embed)  # attribution and the support check embed the same sources
     citations, removed, text = parse_citations(text, sources)
-    text, attributed = attribute_citations(text, sources, embed=embed)
+    text, attributed = attribute_citations(text, sources, embed=embed, question=question)
     if attributed:
         citations, _, text = parse_citations(text, sources)
     support = support_check(text, sources, embed=embed, question=question)

@@ -247,6 +247,7 @@ def detect_refusal(text: str, lang: str | None = None) -> bool:
 
 def attribute_citations(answer_text: str, sources: Sequence[Source], *,
                         embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
+                        question: str = "",
                         threshold: float = SUPPORT_THRESHOLD,
                         cosine_threshold: float = COSINE_THRESHOLD) -> tuple[str, int]:
     """Give each sentence that none of its cited sources supports the marker of the source that does.
@@ -255,8 +256,9 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     sentence is in [1], the marker says [2]). A marker is added or moved only where that source passes
     the support check for the sentence (`judge_sentence` on what the source states: no missing number
     or name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
-    languages), so every citation it writes is one the reader can check. A sentence no source supports
-    keeps what it had (the support check then judges it). Returns (text, markers added or moved).
+    languages; facts the question names need not be in the source, as in `support_check`), so every
+    citation it writes is one the reader can check. A sentence no source supports keeps what it had (the
+    support check then judges it). Returns (text, markers added or moved).
     """
     sentences = [s for s in split_sentences(answer_text) if not is_question(s)]
     if not sentences or not sources:
@@ -268,13 +270,14 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     for i, sentence in enumerate(sentences):
         def verdict(j: int, sentence: str = sentence, i: int = i) -> tuple[bool, float, int]:
             c = float(cos[i, j]) if cos is not None else None
-            lexical, _, ok = judge_sentence(sentence, stated[j], c, threshold=threshold, cosine_threshold=cosine_threshold)
+            lexical, _, ok = judge_sentence(sentence, stated[j], c, known=question, threshold=threshold,
+                                            cosine_threshold=cosine_threshold)
             return ok, max(lexical, c or 0.0), numbers[j]
 
         cited = [numbers.index(n) for n in dict.fromkeys(marker_numbers(sentence)) if n in numbers]
         if cited and _cited_support(sentence, [stated[j] for j in cited],
                                     [float(cos[i, j]) for j in cited] if cos is not None else None,
-                                    threshold, cosine_threshold):
+                                    question, threshold, cosine_threshold):
             continue
         ok, _, n = max(verdict(j) for j in range(len(sources)))
         if ok:
@@ -295,9 +298,9 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     return "".join(out), changed
 
 
-def _cited_support(sentence: str, texts: list[str], cosines: list[float] | None, threshold: float,
+def _cited_support(sentence: str, texts: list[str], cosines: list[float] | None, question: str, threshold: float,
                    cosine_threshold: float) -> bool:
     """Whether the sources a sentence cites, together, support it (as `support_check` judges it)."""
     best_cos = max(cosines) if cosines else None
-    return judge_sentence(sentence, "\n".join(texts), best_cos, threshold=threshold,
+    return judge_sentence(sentence, "\n".join(texts), best_cos, known=question, threshold=threshold,
                           cosine_threshold=cosine_threshold)[2]

@@ -188,6 +188,12 @@ def test_a_wrong_marker_moves_to_the_source_that_supports_the_sentence():
     assert changed == 1 and marker_numbers(text) == [2]
 
 
+def test_a_name_the_question_gives_does_not_stop_a_marker_moving():
+    answer = "ZhiKu 的 GQA 把查询头分成若干组，每组共享一对键和值。[1]"
+    assert attribute_citations(answer, SOURCES)[1] == 0  # the source does not name ZhiKu
+    assert marker_numbers(attribute_citations(answer, SOURCES, question="ZhiKu 的 GQA 怎么分组？")[0]) == [2]
+
+
 def test_a_supporting_marker_stays_and_an_unsupported_sentence_keeps_its_own():
     kept = "LoRA 训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[1]"
     assert attribute_citations(kept, SOURCES) == (kept, 0)
