@@ -174,8 +174,8 @@ def expand_query(text: str) -> str:
 CITATION_MARK = re.compile(r"[\[【［]\s*(\d{1,3}(?:\s*(?:[,，、;；]|-|–)\s*\d{1,3})*)\s*[\]】］]")
 # A sentence ends at Chinese/English end punctuation, a period before a space (or before the citation
 # markers that close the sentence: "… weights.[2] This …"), or a newline. A period after a number ends one
-# too ("… dimension of 1024. This …"), except after a list number ("1. 第一步", "- 2. Next").
-_AFTER_LIST_NUMBER = r"(?<!^\d)(?<!^\d\d)(?<![\s(（]\d)(?<![\s(（]\d\d)"
+# too ("… dimension of 1024. This …"), except after a list number ("1. 第一步", "- 2. Next", "…归一化。2. b").
+_AFTER_LIST_NUMBER = r"(?<!^\d)(?<!^\d\d)(?<![\s(（。！？!?；;：:]\d)(?<![\s(（。！？!?；;：:]\d\d)"
 SENTENCE = re.compile(r"[^。！？!?；;\n]*?(?:[。！？!?；;]+|" + _AFTER_LIST_NUMBER + r"\.(?=(?:\s*" + CITATION_MARK.pattern
                       + r")*(?:\s|$))|\n|$)", re.S)
 

@@ -90,6 +90,7 @@ def test_an_english_sentence_ends_before_its_marker():
 def test_a_sentence_ending_in_a_number_ends_at_its_period():
     assert split_sentences("Its dimension is 1024. It is stored in models/. [2]") == [
         "Its dimension is 1024.", "It is stored in models/. [2]"]
+    assert split_sentences("长度归一化。2. b = 0.75：控制强度。") == ["长度归一化。", "2. b = 0.75：控制强度。"]
 
 
 def test_numbered_list_items_are_not_split_at_the_number():
