@@ -1,23 +1,27 @@
 """Does the evidence hold the kind of answer the question asks for?
 
 A question that asks for a year ("哪一年", "in what year") or for a quantity in a unit ("多少 GB",
-"几倍", "how many bits") can only be answered from evidence that states a year, or a number in that
-unit. When the evidence has none, no answer can be cited, and asking the LLM only invites an invented
-figure: the chain refuses at once (`refusal_reason = "answer_type"`).
+"几倍", "how many bits") can only be answered from evidence that states a year in a sentence naming
+something the question names (a revision date on its own line does not say when the thing asked about
+happened), or a number in that unit. When the evidence has none, no answer can be cited, and asking the
+LLM only invites an invented figure: the chain refuses at once (`refusal_reason = "answer_type"`).
 
 Measured (README): of the 39 unanswerable development questions, 8 ask for a year or a unit quantity and
 the rule refuses 7 of them (replayed on the recorded 1.5B run: refusal 0.333 -> 0.385, false refusals
 unchanged at 0.057); none of the 43 answerable year/unit questions of CMRC2018 (1,002 questions) and none
-of the sample set's is refused. "哪几个" (which ones) asks for no count.
+of the sample set's is refused (also with the year's sentence required to name a question term; that
+requirement refuses "知库 DocQA 是哪一年开源的？" over the sample, whose years are revision and release dates).
+"哪几个" (which ones) asks for no count.
 """
 
 from __future__ import annotations
 
 import re
 
-from rag.text import normalize
+from rag.text import normalize, sentence_spans, tokenize
 
 _YEAR_ASKED = re.compile(r"哪一?年|何年|\b(?:in )?(?:what|which) year\b", re.I)
+_YEAR_WORDS = frozenset({"哪一年", "哪年", "何年", "一年", "年", "year", "what", "which", "in"})
 _YEAR_STATED = re.compile(r"(?<!\d)1\d{3}(?!\d)|(?<!\d)20\d{2}(?!\d)|[〇零一二三四五六七八九]{4}\s*年|\d{2,4}\s*年")
 _UNIT_ASKED = re.compile(r"(?:多少|(?<!哪)几)\s*([A-Za-z]+|[个倍层位种天年岁次条名座人米元项篇部届头只]|万|亿)|\bhow many\s+([A-Za-z]+)",
                          re.I)
@@ -43,11 +47,22 @@ def _units(asked: str) -> tuple[str, ...]:
     return (asked, asked.rstrip("s"))
 
 
+def _year_about_the_question(question: str, text: str) -> bool:
+    """A sentence of `text` states a year and names something the question names.
+
+    A year on its own line ("最后更新：2026-10-20", a revision date) does not say when the thing asked about
+    happened.
+    """
+    terms = [t for t in tokenize(question) if t not in _YEAR_WORDS]
+    return any(_YEAR_STATED.search(sentence) and (not terms or any(t in sentence for t in terms))
+               for sentence in (text[a:b] for a, b in sentence_spans(text)))
+
+
 def missing_answer_type(question: str, evidence: str) -> str:
     """'' when the evidence can answer the kind of question asked; else what it lacks ('year', 'quantity in GB')."""
     question, text = normalize(question), normalize(evidence).lower()
     if _YEAR_ASKED.search(question):
-        return "" if _YEAR_STATED.search(text) else "year"
+        return "" if _year_about_the_question(question, text) else "year"
     m = _UNIT_ASKED.search(question)
     if not m:
         return ""
