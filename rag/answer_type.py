@@ -47,6 +47,12 @@ def _units(asked: str) -> tuple[str, ...]:
     return (asked, asked.rstrip("s"))
 
 
+def asks_for_type(question: str) -> bool:
+    """Whether the question asks for a year or for a quantity in a unit (the questions this rule judges)."""
+    question = normalize(question)
+    return bool(_YEAR_ASKED.search(question) or _UNIT_ASKED.search(question))
+
+
 def _year_about_the_question(question: str, text: str) -> bool:
     """A sentence of `text` states a year and names something the question names.
 
