@@ -105,7 +105,7 @@ def delete_kb(settings) -> None:
     lock = kb_lock(index_dir, kb)
     try:
         if settings.store == "milvus":
-            from rag.stores.milvus import drop_milvus_kb
+            from rag.stores.milvus_layout import drop_milvus_kb
 
             drop_milvus_kb(settings)
         else:
@@ -301,7 +301,7 @@ def open_store(settings, *, create: Manifest | None = None) -> Store:
 def peek_manifest(settings) -> Manifest | None:
     """The manifest of `settings.kb` without loading its indexes; None when it does not exist."""
     if settings.store == "milvus":
-        from rag.stores.milvus import read_milvus_manifest
+        from rag.stores.milvus_layout import read_milvus_manifest
 
         return read_milvus_manifest(settings)
     return read_manifest(Path(settings.index_dir), settings.kb)
@@ -318,7 +318,7 @@ def kb_version(settings) -> str | None:
 def kb_names(settings) -> list[str]:
     """The knowledge bases on `settings.store`."""
     if settings.store == "milvus":
-        from rag.stores.milvus import list_milvus_kbs
+        from rag.stores.milvus_layout import list_milvus_kbs
 
         return list_milvus_kbs(settings)
     return list_kbs(Path(settings.index_dir))

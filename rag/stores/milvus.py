@@ -19,7 +19,8 @@ then commits by upserting the head row {version: g, pending: whether blob "pendi
 whose older rows are now stale}.
 Readers only see rows of version <= head and not pending, so a write killed at any moment leaves the
 old or the new state. After the commit, and again at the start of the next write (the repair), stale
-rows and rows of uncommitted versions are deleted.
+rows and rows of uncommitted versions are deleted. Row formats, the head and the knowledge-base-level
+reads: rag/stores/milvus_layout.py.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -44,12 +45,22 @@ from rag.store import (
     check_counts,
 )
 from rag.stores.milvus_client import collection_base, connect, disconnect, filter_in, literal, milvus_uri  # noqa: F401
+from rag.stores.milvus_layout import (
+    CHUNK_BYTES,
+    PART_CHARS,
+    Head,
+    chunk_from_json,
+    chunk_json,
+    chunk_key,
+    load,
+    read_blob,
+    read_head,
+    where_of,
+)
 from rag.stores.milvus_terms import Terms
 
 logger = logging.getLogger(__name__)
 
-PART_CHARS = 16_000  # JSON per meta row: at most 64,000 UTF-8 bytes, under VARCHAR's 65,535
-CHUNK_BYTES = 65_535
 INSERT_BATCH = 512
 ID_BATCH = 512  # ids per `in [...]` filter
 HNSW = {"M": 32, "efConstruction": 80}
@@ -57,47 +68,6 @@ HNSW_EF = 128
 
 
 # --- the store ----------------------------------------------------------------------------------
-
-
-def _chunk_json(chunk: Chunk) -> str:
-    text = json.dumps(asdict(chunk), ensure_ascii=False)
-    if len(text.encode("utf-8")) > CHUNK_BYTES:
-        raise ValueError(f"chunk {chunk.id} of {chunk.source} is {len(text.encode())} bytes as JSON; "
-                         f"Milvus VARCHAR holds {CHUNK_BYTES}: lower chunk_tokens")
-    return text
-
-
-def _chunk_from_json(text: str) -> Chunk:
-    row = json.loads(text)
-    row["heading_path"] = tuple(row["heading_path"])
-    return Chunk(**row)
-
-
-def _chunk_key(key: str) -> str:
-    """The chunk id of a row key `<chunk id>.<version>`."""
-    return key.rsplit(".", 1)[0]
-
-
-@dataclass(frozen=True)
-class Head:
-    """The commit record: the visible version and the ids whose rows below it are stale."""
-
-    version: int = 0
-    pending_chunks: tuple[str, ...] = ()  # doc ids: their chunk rows below `version` are gone
-    pending_docs: tuple[str, ...] = ()  # doc ids: their document rows below `version` are gone
-
-    def visible(self) -> str:
-        """The filter selecting the committed, live rows."""
-        return self._visible(self.pending_chunks)
-
-    def visible_docs(self) -> str:
-        return self._visible(self.pending_docs)
-
-    def _visible(self, pending: Sequence[str]) -> str:
-        expr = f"version <= {self.version}"
-        if pending:
-            expr += f" and not ({filter_in('doc_id', pending)} and version < {self.version})"
-        return expr
 
 
 class MilvusStore:
@@ -119,21 +89,21 @@ class MilvusStore:
         if create is not None:
             empty = replace(create, backend="milvus", version=0, counts={"documents": 0, "chunks": 0})
             return cls(client, kb, Head(), empty, Terms(), hnsw_threshold=threshold, fresh=True)
-        meta, where = f"{collection_base(kb)}_meta", _where(kb)
-        head = _read_head(client, meta)
+        meta, where = f"{collection_base(kb)}_meta", where_of(kb)
+        head = read_head(client, meta)
         if head is None:
             raise KBNotFound(f"no knowledge base {kb!r} in Milvus at {milvus_uri(settings)}; "
                              f"create it with `python -m ingest PATH --kb {kb}`")
-        manifest = Manifest.from_dict(json.loads(_read_blob(client, meta, "manifest", head.version, where)), where=where)
-        terms = Terms(**json.loads(_read_blob(client, meta, "bm25", head.version, where)))
+        manifest = Manifest.from_dict(json.loads(read_blob(client, meta, "manifest", head.version, where)), where=where)
+        terms = Terms(**json.loads(read_blob(client, meta, "bm25", head.version, where)))
         store = cls(client, kb, head, manifest, terms, hnsw_threshold=threshold)
-        _load(client, store.chunks_name)
+        load(client, store.chunks_name)
         store._check()
         return store
 
     @property
     def _where(self) -> str:
-        return _where(self.kb)
+        return where_of(self.kb)
 
     def _check(self) -> None:
         """Refuse a collection that disagrees with its manifest, or BM25 terms from another tokenizer."""
@@ -203,7 +173,7 @@ class MilvusStore:
             return []
         found = self.client.search(self.chunks_name, data=[data], anns_field=field_name, limit=min(k, 16_384),
                                    filter=self.head.visible(), search_params=params, output_fields=["version"])
-        return [(_chunk_key(hit["key"] if "key" in hit else hit["id"]), float(hit["distance"])) for hit in found[0]]
+        return [(chunk_key(hit["key"] if "key" in hit else hit["id"]), float(hit["distance"])) for hit in found[0]]
 
     def search_dense(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         params = {"metric_type": "IP", "params": {"ef": max(HNSW_EF, k)} if self._manifest.dense == "hnsw" else {}}
@@ -229,7 +199,7 @@ class MilvusStore:
         missing = [i for i in ids if i not in rows]
         if missing:
             raise KBCorrupt(f"{self._where}: chunks {missing[:5]} were found by search but have no row")
-        return [_chunk_from_json(rows[i]["chunk"]) for i in ids]
+        return [chunk_from_json(rows[i]["chunk"]) for i in ids]
 
     def priors(self, ids: Sequence[str]) -> dict[str, float]:
         return {i: float(row["prior"]) for i, row in self._rows(ids, ["prior"]).items()}
@@ -289,7 +259,7 @@ class MilvusStore:
             terms.weighted_avgdl = terms.avgdl
             kept = [r for r in self._live_rows(None, ["chunk", "prior", "tf", "vec"]) if r["doc_id"] not in stale_chunks]
             stale_chunks |= {r["doc_id"] for r in kept}
-            rows += [(_chunk_from_json(r["chunk"]), np.asarray(r["vec"], np.float32), r["prior"],
+            rows += [(chunk_from_json(r["chunk"]), np.asarray(r["vec"], np.float32), r["prior"],
                       {int(t): tf for t, tf in json.loads(r["tf"]).items()}) for r in kept]
         n_chunks = len(self) - len(old) + len(add.chunks)
         stale_docs = self._existing_docs(gone)
@@ -338,7 +308,7 @@ class MilvusStore:
         for start in range(0, len(rows), INSERT_BATCH):
             self.client.insert(self.chunks_name, [
                 {"key": f"{chunk.id}.{version}", "chunk_id": chunk.id, "doc_id": chunk.doc_id, "version": version,
-                 "prior": float(prior), "chunk": _chunk_json(chunk), "tf": json.dumps(tf), "vec": vector.tolist(),
+                 "prior": float(prior), "chunk": chunk_json(chunk), "tf": json.dumps(tf), "vec": vector.tolist(),
                  "sparse": terms.row_vector(tf)}
                 for chunk, vector, prior, tf in rows[start:start + INSERT_BATCH]
             ])
@@ -426,71 +396,3 @@ class _Documents(Mapping):
 
     def __len__(self) -> int:
         return int(self.store.manifest.counts.get("documents", 0))
-
-
-def _where(kb: str) -> str:
-    base = collection_base(kb)
-    return f"knowledge base {kb!r} (Milvus collections {base}_chunks, {base}_meta)"
-
-
-def _load(client, collection: str) -> None:
-    """Load a collection into memory unless it is (after a restart, or in a new process, it is released)."""
-    state = str(client.get_load_state(collection).get("state", ""))
-    if not state.endswith("Loaded"):
-        client.load_collection(collection)
-
-
-def _read_blob(client, meta: str, name: str, version: int, where: str) -> str:
-    """The JSON text stored under `name` at `version`, joined from its parts."""
-    rows = client.query(meta, filter=f'kind == "blob" and doc_id == {literal(name)} and version == {version}',
-                        output_fields=["part", "value"], limit=16_384)
-    if not rows:
-        raise KBCorrupt(f"{where}: the committed version {version} has no {name!r}; rebuild it with "
-                        "`python -m ingest PATH --rebuild`")
-    return "".join(r["value"] for r in sorted(rows, key=lambda r: r["part"]))
-
-
-def _read_head(client, meta: str) -> Head | None:
-    """The committed head in this meta collection, or None when there is none."""
-    if not client.has_collection(meta):
-        return None
-    _load(client, meta)
-    rows = client.query(meta, filter='key == "head"', output_fields=["value"])
-    if not rows:
-        return None
-    data = json.loads(rows[0]["value"])
-    if not data["pending"]:
-        return Head(data["version"])
-    chunks, docs = json.loads(_read_blob(client, meta, "pending", data["version"], meta))
-    return Head(data["version"], tuple(chunks), tuple(docs))
-
-
-def read_milvus_manifest(settings) -> Manifest | None:
-    """The committed manifest of `settings.kb` in Milvus (nothing else is read), or None when it does not exist."""
-    client, meta = connect(settings), f"{collection_base(settings.kb)}_meta"
-    head = _read_head(client, meta)
-    if head is None:
-        return None
-    where = _where(settings.kb)
-    return Manifest.from_dict(json.loads(_read_blob(client, meta, "manifest", head.version, where)), where=where)
-
-
-def list_milvus_kbs(settings) -> list[str]:
-    """Names of the knowledge bases with a committed version in this Milvus."""
-    client, names = connect(settings), []
-    for collection in client.list_collections():
-        head = _read_head(client, collection) if collection.startswith("rag_") and collection.endswith("_meta") else None
-        if head is not None:
-            manifest = json.loads(_read_blob(client, collection, "manifest", head.version, collection))
-            names.append(manifest["kb"])
-    return sorted(names)
-
-
-def drop_milvus_kb(settings) -> None:
-    """Drop both collections of `settings.kb` (the caller holds the writer lock)."""
-    client, base = connect(settings), collection_base(settings.kb)
-    if _read_head(client, f"{base}_meta") is None:
-        raise KBNotFound(f"no knowledge base {settings.kb!r} in Milvus at {milvus_uri(settings)}")
-    for name in (f"{base}_chunks", f"{base}_meta"):
-        if client.has_collection(name):
-            client.drop_collection(name)
