@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recheck", action="store_true", help="re-run the support step on the recorded model text")
     parser.add_argument("--answer-type", action="store_true", help="also refuse by rag.answer_type in the grid")
     parser.add_argument("--kb", help="with --qa: also the citation precision of the (rechecked) answers over this KB")
+    parser.add_argument("--save", type=Path, help="write the (rechecked) rows here, one JSON object a line")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines() if line.strip()]
     if args.qa:
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r | {"answers": answers.get(r["id"], [])} for r in rows]
     if args.recheck:
         rows = recheck(rows)
+    if args.save:
+        args.save.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     grid = [replay(rows, p / 100, s / 100, args.answer_type) for p in range(0, 100, 5) for s in range(0, 100, 2)]
     ok = sorted((g for g in grid if g["false_refusal"] <= args.max_false), key=lambda g: (-g["refusal"], -g["phrase_recall"]))
     print(f"{len(rows)} rows; recorded: {replay(rows, 0, 0)}")

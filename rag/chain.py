@@ -12,13 +12,21 @@ are the answer.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rag.answer_type import missing_answer_type
-from rag.cite import attribute_citations, detect_refusal, parse_citations, support_check
+from rag.cite import (
+    SentenceSupport,
+    attribute_citations,
+    detect_refusal,
+    parse_citations,
+    strip_markers,
+    support_check,
+)
 from rag.evidence import Evidence, select_evidence
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
 from rag.prompt import (
@@ -41,6 +49,7 @@ logger = logging.getLogger(__name__)
 CONDENSE_MAX_TOKENS = 96
 TRANSLATE_MAX_TOKENS = 128
 ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
+_LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
 
 
 class Stopwatch:
@@ -224,11 +233,16 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
                           pieces=_pieces(sources, c.n)) for c in citations]
     refusal = ""
-    if cited and (cited[0].status == "unsupported" or len(unsupported) == len(cited)) or not text:
+    if cited and (key_claim(cited).status == "unsupported" or len(unsupported) == len(cited)) or not text:
         refusal = "unsupported"
     elif not citations:
         refusal = "uncited"
     return Checked(text, citations, removed, attributed, [s.text for s in unsupported], refusal)
+
+
+def key_claim(cited: Sequence[SentenceSupport]) -> SentenceSupport:
+    """The first cited sentence that states something: "QLoRA 做了以下改进：" only leads into the list after it."""
+    return next((s for s in cited if not _LEAD_IN.search(strip_markers(s.text))), cited[0])
 
 
 def _remembered(embed: Callable | None) -> Callable | None:

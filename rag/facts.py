@@ -136,7 +136,7 @@ def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
     """
     plain = LIST_NUMBER.sub("", CITATION_MARK.sub("", normalize(sentence)))
     context = normalize(cited_text + "\n" + known)
-    have = numbers_in(context)
+    have = numbers_in(context, quantities_only=True)  # the "一" of "一些" or "统一" is no 1
     missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)
     lower = context.lower()
     missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, lower))

@@ -33,6 +33,16 @@ def test_a_supported_answer_keeps_its_citation_and_a_misnumbered_one_is_moved():
     assert checked.refusal == "" and [c.n for c in checked.citations] == [2] and checked.attributed == 1
 
 
+def test_a_lead_in_sentence_is_not_the_key_claim():
+    """ "…做了以下改进：" only introduces the list; the answer stands or falls with what follows it."""
+    sources = [_source(1, "GQA 把查询头分成若干组，每组共享一对键和值。"), _source(2, LORA)]
+    checked = check_answer("LoRA 做了以下改进：[1]\n1. 训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[2]", sources, None)
+    assert checked.refusal == "" and [c.n for c in checked.citations] == [2]
+    assert checked.unsupported == ["LoRA 做了以下改进：[1]"]
+    invented = check_answer("LoRA 做了以下改进：[2]\n1. 把学习率调高到原来的十倍以加快收敛。[2]", sources, None)
+    assert invented.refusal == "unsupported"
+
+
 def test_answers_with_valid_citations_and_timings(sample_settings, sample_retriever, llm):
     pieces = []
     ans = answer("BM25 中的参数 b = 0.75 控制的是什么？", settings=sample_settings, retriever=sample_retriever,

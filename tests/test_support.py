@@ -40,6 +40,7 @@ def test_named_terms_are_salient_and_common_words_are_not():
     ("1. 第一步需要 3 天。[2]", "第一步需要三天。", []),  # list number and marker are no facts
     ("The handover is at 10:00 AM on Monday [1].", "交接时间为每周一上午 10:00", []),  # AM names nothing
     ("The handover is on Friday [1].", "交接时间为每周一上午 10:00", ["friday"]),
+    ("LoRA 的秩 r 一般设成 1。[1]", "LoRA 一般选择一些较低的秩，统一设置", ["1"]),  # "一" of "一般" is no 1
 ])
 def test_missing_facts(sentence, evidence, missing):
     assert missing_facts(sentence, evidence) == missing
