@@ -32,6 +32,16 @@ def test_answer_metrics_fold_case_width_and_space():
     assert char_f1("", "x") == 0.0
 
 
+def test_a_key_phrase_may_have_english_wordings():
+    """A question asked in English is answered in English: any wording of a key phrase counts, and an
+    English wording matches from a word start ("supervised" is not in "unsupervised")."""
+    phrases = [["有监督学习", "supervised"], ["归一化", "normaliz"]]
+    assert answer_phrase_recall("Fine-tuning is a supervised process; softmax normalizes the scores.", phrases) == 1.0
+    assert answer_phrase_recall("Fine-tuning is unsupervised; it renormalizes nothing.", phrases) == 0.0
+    assert answer_phrase_recall("微调是 有监督 学习", phrases) == 0.5
+    assert answer_phrase_recall("scores sum  to 1", [["和为1", "sum to 1"]]) == 1.0
+
+
 def test_ranking_metrics():
     row = question_metrics([0, 1, 0, 1], [1, 1], 2)
     assert (row["hit@1"], row["hit@3"], row["mrr@10"], row["first_relevant"]) == (0.0, 1.0, 0.5, 2)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.records import Chunk
-from rag.text import normalize, strip_all_space
+from rag.text import normalize, script_counts, strip_all_space
+
+KeyPhrase = str | list[str]  # a key phrase, or its equivalent wordings (any one of them counts)
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class QAItem:
 
     id: str
     question: str
-    answers: list[str] = field(default_factory=list)
+    answers: list[KeyPhrase] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     answerable: bool = True
     doc_ids: list[str] = field(default_factory=list)
@@ -103,12 +106,26 @@ class RelevanceJudge:
         return False
 
 
-def answer_phrase_recall(answer: str, phrases: list[str]) -> float:
-    """Share of key phrases present in the answer after NFKC, whitespace and case folding."""
+def answer_phrase_recall(answer: str, phrases: Sequence[KeyPhrase]) -> float:
+    """Share of key phrases present in the answer; a phrase given as a list is present when any of its
+    wordings is (the notes' Chinese words and their English rendering, for a question asked in English)."""
     if not phrases:
         return 0.0
-    folded = strip_all_space(answer).lower()
-    return sum(strip_all_space(p).lower() in folded for p in phrases) / len(phrases)
+    return sum(any(phrase_present(w, answer) for w in _wordings(p)) for p in phrases) / len(phrases)
+
+
+def phrase_present(wording: str, text: str) -> bool:
+    """A wording with Chinese in it matches after NFKC, whitespace and case folding; an all-Latin one
+    ("supervised", "sum to 1") from the start of a word, spaces collapsed, so "supervised" is not
+    found in "unsupervised"."""
+    if script_counts(wording)[0]:
+        return strip_all_space(wording).lower() in strip_all_space(text).lower()
+    spaced = " ".join(normalize(wording).lower().split())
+    return re.search(rf"(?<![a-z0-9]){re.escape(spaced)}", " ".join(normalize(text).lower().split())) is not None
+
+
+def _wordings(phrase: KeyPhrase) -> list[str]:
+    return [phrase] if isinstance(phrase, str) else list(phrase)
 
 
 def char_f1(prediction: str, reference: str) -> float:
