@@ -274,7 +274,8 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
                         question: str = "",
                         threshold: float = SUPPORT_THRESHOLD,
                         cosine_threshold: float = COSINE_THRESHOLD) -> tuple[str, int]:
-    """Give each sentence that none of its cited sources supports the marker of the source that does.
+    """Give each sentence that none of its cited sources supports the marker of the source that does,
+    and drop the co-cited markers of a sentence that one of its sources supports alone.
 
     Small models often answer from the sources without writing `[n]`, or write the wrong number (the
     sentence is in [1], the marker says [2]). A marker is added or moved only where that source passes
@@ -282,7 +283,7 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     or name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
     languages; facts the question names need not be in the source, as in `support_check`), so every
     citation it writes is one the reader can check. A sentence no source supports keeps what it had (the
-    support check then judges it). Returns (text, markers added or moved).
+    support check then judges it). Returns (text, sentences whose markers were added, moved or dropped).
     """
     sentences = [s for s in split_sentences(answer_text) if not is_question(s)]
     if not sentences or not sources:
@@ -290,7 +291,7 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     stated = [statements(s.text) for s in sources]
     numbers = [s.n for s in sources]
     cos = _cosines([strip_markers(s) for s in sentences], stated, embed) if embed else None
-    best: dict[str, int] = {}
+    best: dict[str, list[int]] = {}  # sentence -> the markers it gets
     for i, sentence in enumerate(sentences):
         def verdict(j: int, sentence: str = sentence, i: int = i) -> tuple[bool, float, int]:
             c = float(cos[i, j]) if cos is not None else None
@@ -302,10 +303,13 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
         if cited and _cited_support(sentence, [stated[j] for j in cited],
                                     [float(cos[i, j]) for j in cited] if cos is not None else None,
                                     question, threshold, cosine_threshold):
+            alone = [numbers[j] for j in cited if verdict(j)[0]] if len(cited) > 1 else []
+            if 0 < len(alone) < len(cited):  # "…事实。[1][2]" where [1] alone says it: [2] goes
+                best[sentence] = alone
             continue
         ok, _, n = max(verdict(j) for j in range(len(sources)))
         if ok:
-            best[sentence] = n
+            best[sentence] = [n]
     out, cursor, changed = [], 0, 0
     for sentence in split_sentences(answer_text):
         at = answer_text.find(sentence, cursor)
@@ -314,7 +318,7 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
         out.append(answer_text[cursor:at])
         cursor = at + len(sentence)
         if sentence in best:
-            out.append(f"{strip_markers(sentence).rstrip()}[{best[sentence]}]")
+            out.append(strip_markers(sentence).rstrip() + "".join(f"[{n}]" for n in best[sentence]))
             changed += 1
         else:
             out.append(sentence)

@@ -214,3 +214,10 @@ def test_a_supporting_marker_stays_and_an_unsupported_sentence_keeps_its_own():
     assert attribute_citations(kept, SOURCES) == (kept, 0)
     invented = "这个方法最早由 Google 提出。[3]"  # no source names Google: nothing to move it to
     assert attribute_citations(invented, SOURCES) == (invented, 0)
+
+
+def test_a_co_cited_marker_whose_source_does_not_say_it_is_dropped():
+    text, changed = attribute_citations("[1] GQA 把查询头分成若干组，每组共享一对键和值。 [2]", SOURCES)
+    assert changed == 1 and marker_numbers(text) == [2]
+    both = "LoRA 冻结原模型权重[1]，GQA 让每组查询头共享一对键和值[2]。"  # each source says half: both stay
+    assert attribute_citations(both, SOURCES) == (both, 0)
