@@ -1,8 +1,9 @@
 """The answer chain, top to bottom.
 
 question -> condense follow-up -> translate (cross-lingual) -> retrieve -> rerank -> select evidence
-(reported at once) -> refuse on weak evidence, or when the question asks for a year or a quantity the
-evidence does not state -> answerability check -> generate (streamed) ->
+(reported at once) -> refuse on weak evidence, when the question asks for a year or a quantity the
+evidence does not state, or when the notes list the question without answering it -> answerability
+check -> generate (streamed) ->
 parse [n] -> attribute -> support check (invented facts refuse or are removed) -> Answer.
 
 With `answer_mode = "extractive"`, or when the LLM cannot be reached, the best evidence sentences
@@ -315,6 +316,10 @@ def answer(
     if lacking:
         logger.info("refusing: the question asks for a %s that the evidence does not state", lacking)
         return result(refused="answer_type")
+    margin = found.evidence.asked_margin if found.evidence else None
+    if margin is not None and margin >= settings.asked_margin:
+        logger.info("refusing: the notes list this question (%.3f closer than any statement) but do not answer it", margin)
+        return result(refused="asked_not_answered")
     if settings.answer_mode == "extractive":
         return _extractive(found.evidence, result, settings)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rag.llm import estimate_tokens
 from rag.prompt import Source, document_title, group_hits
@@ -43,6 +43,7 @@ class Sentence:
     score: float = 0.0
     cosine: float = 0.0
     header: Sentence | None = None  # a table row's header row: scored with the row, packed before it
+    asks: bool = False  # a question sentence: scored, never packed (candidate_sentences)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Evidence:
     sources: list[Source]
     picked: list[Sentence]  # best first
     candidates: int  # sentences scored
+    # How much closer to the question the best question sentence of the retrieved text is than the best
+    # statement (None when the text asks nothing): the notes list the question but do not answer it.
+    asked_margin: float | None = None
 
     @property
     def top_score(self) -> float:
@@ -109,12 +113,13 @@ def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool
             elif header is None:  # first row of a table
                 header = Sentence(doc_id, lo + s, lo + e, text, group, rank)
                 continue
-            if _is_heading(text, headings) or (not questions and is_question(text)):
+            asks = is_question(text)
+            if _is_heading(text, headings) or (asks and not questions):
                 continue
             for a, b in _split_long(region, s, e):
                 piece = region[a:b]
                 if len(_WORD_CHAR.findall(piece)) >= MIN_WORD_CHARS:
-                    out.append(Sentence(doc_id, lo + a, lo + b, piece, group, rank, header=header))
+                    out.append(Sentence(doc_id, lo + a, lo + b, piece, group, rank, header=header, asks=asks))
     return out
 
 
@@ -126,7 +131,7 @@ def score_sentences(query: str, sentences: list[Sentence], embedder) -> list[Sen
     read = [f"{s.header.text}\n{s.text}" if s.header else s.text for s in sentences]
     cosines = embedder.encode_passages_cached(read) @ q
     return [Sentence(s.doc_id, s.start, s.end, s.text, s.group, s.rank, float(cos) + RANK_WEIGHT / s.rank,
-                     float(cos), s.header) for s, cos in zip(sentences, cosines, strict=True)]
+                     float(cos), s.header, s.asks) for s, cos in zip(sentences, cosines, strict=True)]
 
 
 def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_tokens: int) -> Evidence:
@@ -171,6 +176,16 @@ def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_to
 
 
 def select_evidence(query: str, hits: Sequence[Hit], *, documents: dict, embedder, budget_tokens: int) -> Evidence:
-    """Score the sentences of `hits` against `query` and pack the best into `budget_tokens`."""
-    scored = score_sentences(query, candidate_sentences(hits, documents), embedder)
-    return pack(scored, hits, documents, budget_tokens)
+    """Score the sentences of `hits` against `query` and pack the best statements into `budget_tokens`.
+
+    The text's questions are scored too, never packed: `asked_margin` says how much better the best of
+    them matches than the best statement (a checklist item "3. 涌现能力是啥原因?" matching the question
+    more closely than anything the notes state about it).
+    """
+    scored = score_sentences(query, candidate_sentences(hits, documents, questions=True), embedder)
+    asked = [s.cosine for s in scored if s.asks]
+    stated = [s for s in scored if not s.asks]
+    evidence = pack(stated, hits, documents, budget_tokens)
+    if not asked:
+        return evidence
+    return replace(evidence, asked_margin=max(asked) - max((s.cosine for s in stated), default=0.0))

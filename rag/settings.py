@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # refuse without the LLM when the question asks for a year or a quantity in a unit that the evidence never
     # states (rag/answer_type.py; README: measured on the dev set and CMRC2018)
     answer_type_check: bool = True
+    # refuse without the LLM when a question listed in the retrieved notes (a checklist of interview
+    # questions) matches the question by this much more cosine than any statement there: the notes ask it
+    # but do not answer it (rag.evidence asked_margin; README: chosen on the dev set, checked on CMRC2018).
+    # 2 turns it off (cosines differ by less).
+    asked_margin: float = 0.03
     extractive_sentences: int = 2  # sentences in an extractive answer
     context_tokens: int = 1800  # budget for whole chunks (context_packing = "chunks")
     history_turns: int = 4  # earlier turns kept in the prompt

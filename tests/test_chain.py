@@ -143,6 +143,27 @@ def test_a_quantity_the_evidence_never_states_is_refused_before_the_llm(sample_s
     assert not answer("部署知库 DocQA 需要多少 TB 的磁盘？", settings=off, retriever=sample_retriever, llm=dead).refused
 
 
+def test_a_question_the_notes_list_but_never_answer_is_refused_before_the_llm(tmp_path, sample_settings):
+    """A checklist of interview questions names the question; nothing under it answers it."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "checklist.md").write_text(
+        "# 面试题目录\n\n• [x] 1. 涌现能力是啥原因?\n\n• [x] 2. 为什么SFT之后感觉LLM傻了?\n\n"
+        "• [x] 3. 多轮对话任务如何微调模型?\n\n# LoRA\n\nLoRA 只训练两个低秩矩阵，原模型权重冻结，所以显存占用大幅下降。\n",
+        encoding="utf-8")
+    settings = sample_settings.model_copy(update={"index_dir": tmp_path / "index", "kb": "checklist"})
+    run_ingest([docs], settings, progress=False)
+    retriever = open_retriever(settings)
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)
+    ans = answer("涌现能力的原因是什么？", settings=settings, retriever=retriever, llm=dead)
+    assert ans.refused and ans.refusal_reason == "asked_not_answered"
+    stated = answer("LoRA 为什么能让显存占用下降？", settings=settings, retriever=retriever, llm=dead)
+    assert not stated.refused and "低秩矩阵" in stated.text  # a statement answers it: the extractive fallback
+    off = settings.model_copy(update={"asked_margin": 2.0})
+    assert answer("涌现能力的原因是什么？", settings=off, retriever=retriever, llm=dead).refusal_reason != \
+        "asked_not_answered"
+
+
 def test_an_invented_number_is_refused_not_cited(sample_settings, sample_retriever):
     from rag.llm import Completion
 
