@@ -45,6 +45,8 @@ def render_answer(ans, lang: str) -> None:
         st.caption(ui.label("extractive", lang))
     if ans.refused:
         st.warning(f"{ui.label('refused', lang)} / {ui.label('refused', 'en' if lang == 'zh' else 'zh')}")
+        if ans.refusal_reason == "asked_not_answered":
+            st.caption(ui.label("reason_asked_not_answered", lang))
         if ans.refusal_reason in ("unsupported", "uncited") and ans.draft:
             st.caption(ui.label(f"draft_{ans.refusal_reason}", lang))
             st.text(ans.draft)

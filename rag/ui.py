@@ -63,6 +63,8 @@ LABELS: dict[str, dict[str, str]] = {
                                 "contain), so it is not given as an answer:"},
     "draft_uncited": {"zh": "模型写出的回答无法对应到任何一条资料，因此不作为答案：",
                       "en": "The model's draft could not be tied to any of the sources, so it is not given as an answer:"},
+    "reason_asked_not_answered": {"zh": "资料里列出了这个问题，但没有给出答案。",
+                                  "en": "The documents list this question but do not answer it."},
     "evidence": {"zh": "找到的依据", "en": "Evidence found"},
     "extractive_mode": {"zh": "只摘录原句（不调用大模型，立即回答）", "en": "Extract sentences only (no LLM, instant)"},
     "evidence_time": {"zh": "依据", "en": "evidence"},

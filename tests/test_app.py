@@ -27,6 +27,8 @@ OTHER_DOCS = {
 }
 SCRATCH_DOCS = {"alpha.txt": "Alpha notes.\n\nThe alpha team meets on Mondays.\n",
                 "beta.txt": "Beta notes.\n\nThe beta team meets on Fridays.\n"}
+CHECKLIST_DOCS = {"interview.md": "# 面试题目录\n\n• [x] 1. 涌现能力是啥原因?\n\n• [x] 2. 为什么SFT之后感觉LLM傻了?\n\n"
+                                  "# LoRA\n\nLoRA 只训练两个低秩矩阵，原模型权重冻结，所以显存占用大幅下降。\n"}
 
 
 def _write(folder: Path, docs: dict[str, str]) -> Path:
@@ -45,7 +47,7 @@ def index_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("app-index")
     docs = tmp_path_factory.mktemp("app-docs")
     sources = {"sample": ROOT / "data" / "sample", "other": _write(docs / "other", OTHER_DOCS),
-               "scratch": _write(docs / "scratch", SCRATCH_DOCS)}
+               "scratch": _write(docs / "scratch", SCRATCH_DOCS), "checklist": _write(docs / "checklist", CHECKLIST_DOCS)}
     for kb, folder in sources.items():
         report = run_ingest([folder], Settings(index_dir=root / "index", kb=kb), progress=False)
         assert report.wrote and not report.failed, report
@@ -111,6 +113,16 @@ def test_refusal_when_nothing_is_retrieved(app_env):
     assert not at.error, [e.value for e in at.error]
     warnings = [w.value for w in at.chat_message[1].warning]
     assert any("文档中没有找到答案" in w and "Not found in the documents" in w for w in warnings), warnings
+
+
+def test_a_question_the_notes_only_list_is_refused_and_says_why(app_env):
+    app_env.setenv("RAG_LLM_BASE_URL", CLOSED_PORT_URL)  # refused before the LLM
+    at = _run()
+    at.sidebar.selectbox(key="kb").set_value("checklist").run()
+    at = _ask(at, "涌现能力的原因是什么？")
+    reply = at.chat_message[1]
+    assert any("文档中没有找到答案" in w.value for w in reply.warning), [w.value for w in reply.warning]
+    assert any(c.value == ui.label("reason_asked_not_answered", "zh") for c in reply.caption)
 
 
 def test_switching_kb_changes_stats(app_env):
