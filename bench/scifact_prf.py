@@ -1,8 +1,11 @@
 """SciFact with pseudo-relevance feedback at query time (no extra model call), chosen on train, reported on test.
 
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
     nice -n 10 python -m bench.scifact_prf embed       # bge-small-en vectors of the 1,109 claims (eval-out/vectors/)
-    nice -n 10 python -m bench.scifact_prf sweep       # each family's grid on train -> test, Markdown tables
+    nice -n 10 python -m bench.scifact_prf sweep       # each family's grid on train -> test (~10 min, 1 thread)
+    nice -n 10 python -m bench.scifact_prf compare --k 2 --alpha 0.4 [--candidates 100]   # the chosen Rocchio
     flock /tmp/rag-bench.lock nice -n 10 python -m bench.scifact_prf latency --queries 100
+    nice -n 10 python -m bench.prf_dev --k 2 --alpha 0.4   # the same feedback in the app's retriever, dev set
 
 Three families, each fused with BM25 as the app does (rag.fuse.hybrid: min-max, dense 0.5, `--candidates` a channel):
 - Rocchio: q' = normalize(q + alpha * mean of the top-k abstract vectors of the first dense search), searched again;
@@ -128,11 +131,15 @@ def hybrid_scores(corpus: Corpus, claims: Claims, dense: np.ndarray, bm25: np.nd
     return scored(claims, lambda i: fused(corpus, dense[i], bm25[i], depth))
 
 
+def moved(queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
+    """Rocchio's query: normalize(q + alpha * mean of the feedback vectors); one query (k, dim) or many (n, k, dim)."""
+    out = queries + alpha * feedback.mean(axis=-2)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
 def rocchio(vectors: np.ndarray, queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
-    """Dense scores of q' = normalize(q + alpha * mean of the feedback rows' vectors); one query or a matrix."""
-    moved = queries + alpha * vectors[feedback].mean(axis=-2)
-    moved /= np.linalg.norm(moved, axis=-1, keepdims=True)
-    return moved @ vectors.T
+    """Dense scores of the Rocchio query built from the feedback rows of `vectors`."""
+    return moved(queries, vectors[feedback], alpha) @ vectors.T
 
 
 def relevance_model(index: BM25Index, rows: np.ndarray, weights: np.ndarray, n_terms: int) -> dict[str, float]:
@@ -253,8 +260,9 @@ def report(results: list[Result], default: dict[str, np.ndarray], n_train: int, 
         members = [r for r in results if r.family == family]
         chosen = max(members, key=lambda r: r.train[:, 0].mean())
         on_test = max(members, key=lambda r: r.test[:, 0].mean())
-        for label, r in ((f"{family}: train-best {chosen.setting}", chosen),
-                         (f"{family}: tuned on test {on_test.setting}", on_test))[: 1 if len(members) == 1 else 2]:
+        shown = [(f"{family}: {chosen.setting}", chosen)] if len(members) == 1 else [
+            (f"{family}: train-best {chosen.setting}", chosen), (f"{family}: tuned on test {on_test.setting}", on_test)]
+        for label, r in shown:
             delta = r.test[:, 0] - default["test"][:, 0]
             rows.append([label, f"{r.train[:, 0].mean():.3f} / {r.train[:, 1].mean():.3f}",
                          f"{r.test[:, 0].mean():.3f} / {r.test[:, 1].mean():.3f}",
