@@ -4,6 +4,7 @@
     nice -n 10 python -m bench.scifact_prf embed       # bge-small-en vectors of the 1,109 claims (eval-out/vectors/)
     nice -n 10 python -m bench.scifact_prf sweep       # each family's grid on train -> test (~10 min, 1 thread)
     nice -n 10 python -m bench.scifact_prf compare --k 2 --alpha 0.4 [--candidates 100]   # the chosen Rocchio
+    nice -n 10 python -m bench.scifact_prf three-way   # Rocchio inside the three-way fusion (e5 claims embedded once)
     flock /tmp/rag-bench.lock nice -n 10 python -m bench.scifact_prf latency --queries 100
     nice -n 10 python -m bench.prf_dev --k 2 --alpha 0.4   # the same feedback in the app's retriever, dev set
 
@@ -63,27 +64,30 @@ class Claims:
     bm25: np.ndarray  # BM25 score of every abstract
 
 
+def abstract_vectors(model: str, ids: list[str]) -> np.ndarray:
+    """bench.scifact_docs's vectors of `model` (rows in sorted id order), in the order of `ids`."""
+    row_of = {d: i for i, d in enumerate(sorted(ids))}
+    return np.load(VECTORS / f"scifact-{model}.npy")[[row_of[d] for d in ids]]
+
+
 def load_corpus() -> Corpus:
-    """Abstracts, vectors reordered from sorted-id rows to corpus rows, BM25 index."""
+    """Abstracts in corpus order, their bge-small-en vectors, BM25 index."""
     docs = abstracts()
     ids = list(docs)
-    stored = np.load(VECTORS / "scifact-bge.npy")
-    row_of = {d: i for i, d in enumerate(sorted(docs))}
-    bm25 = BM25Index.from_tokens([tokenize(normalize(docs[i])) for i in ids])
-    return Corpus(ids, stored[[row_of[d] for d in ids]], bm25)
+    return Corpus(ids, abstract_vectors("bge", ids), BM25Index.from_tokens([tokenize(normalize(docs[i])) for i in ids]))
 
 
-def claim_vectors(split: str, texts: list[str]) -> np.ndarray:
-    """bge-small-en query vectors of a split's claims, embedded once and kept as .npy. Each claim alone, as the app
-    embeds a query (the int8 graph scales activations per batch: in a batch a vector moves by up to ~0.007 cosine)."""
-    path = VECTORS / f"scifact-bge-claims-{split}.npy"
+def claim_vectors(split: str, texts: list[str], model: str = "bge") -> np.ndarray:
+    """Query vectors of a split's claims, embedded once and kept as .npy. Each claim alone, as the app embeds a
+    query (bge's int8 graph scales activations per batch: in a batch a vector moves by up to ~0.007 cosine)."""
+    path = VECTORS / f"scifact-{model}-claims-{split}.npy"
     if path.is_file():
         return np.load(path)
     from rag.embed import load_embedder
     from rag.settings import load_settings
 
-    embedder = load_embedder(load_settings(None, embedder=EMBEDDERS["bge"]))
-    vectors = np.stack([embedder.encode_queries([normalize(t)])[0] for t in tqdm(texts, desc=f"claims, {split}")])
+    embedder = load_embedder(load_settings(None, embedder=EMBEDDERS[model]))
+    vectors = np.stack([embedder.encode_queries([normalize(t)])[0] for t in tqdm(texts, desc=f"{model} claims, {split}")])
     np.save(path, vectors)
     return vectors
 
@@ -304,6 +308,46 @@ def compare(args) -> None:
                  "dense alone, nDCG@10"], rows))
 
 
+def three_way(args) -> None:
+    """bench.scifact_sweep's train-chosen three-way fusion (z-score 0.4 BM25 + 0.4 bge + 0.2 e5) with Rocchio on the
+    bge channel, or on both dense channels (each from its own top k); (k, alpha) chosen on train."""
+    from bench.scifact_sweep import Fusion
+
+    fusion = Fusion((0.4, 0.4, 0.2), "zscore")
+    corpus = load_corpus()
+    e5_vectors = abstract_vectors("e5", corpus.ids)
+    grid = [(c, k, a / 10) for c in ("bge", "bge + e5") for k in range(1, 6) for a in (2, 4, 6, 8, 10)]
+    results: dict[str, dict] = {}
+    for split in SPLITS:
+        c = load_claims(corpus, split)
+        e5_queries = claim_vectors(split, [q.query for q in c.questions], "e5")
+        e5 = e5_queries @ e5_vectors.T
+        feedback = {"bge": np.stack([top_rows(s, 5) for s in c.dense]), "e5": np.stack([top_rows(s, 5) for s in e5])}
+
+        def run(bge: np.ndarray, e5: np.ndarray, c: Claims = c) -> np.ndarray:
+            return scored(c, lambda i: fusion.fused({"bm25": ranking(corpus, c.bm25[i], args.candidates, True),
+                                                     "bge": ranking(corpus, bge[i], args.candidates),
+                                                     "e5": ranking(corpus, e5[i], args.candidates)}))
+
+        results[split] = {"none": run(c.dense, e5)}
+        for channels, k, alpha in grid:
+            bge = rocchio(corpus.vectors, c.vectors, feedback["bge"][:, :k], alpha)
+            e5_moved = rocchio(e5_vectors, e5_queries, feedback["e5"][:, :k], alpha) if "e5" in channels else e5
+            results[split][(channels, k, alpha)] = run(bge, e5_moved)
+    rows = [["three-way, no feedback", *(f"{results[s]['none'][:, 0].mean():.3f}" for s in SPLITS), ""]]
+    for channels in ("bge", "bge + e5"):
+        members = [g for g in grid if g[0] == channels]
+        for label, pick in (("train-best", "train"), ("tuned on test", "test")):
+            chosen = max(members, key=lambda g, s=pick: results[s][g][:, 0].mean())
+            delta = results["test"][chosen][:, 0] - results["test"]["none"][:, 0]
+            lo, hi = bootstrap(delta)
+            rows.append([f"Rocchio on {channels}, {label} (k, alpha) = {chosen[1:]}",
+                         *(f"{results[s][chosen][:, 0].mean():.3f}" for s in SPLITS),
+                         f"{delta.mean():+.3f} ({lo:+.3f} … {hi:+.3f})"])
+    print(f"SciFact three-way fusion {fusion.name}, {args.candidates} candidates a channel, nDCG@10:")
+    print(table(["setting", "train", "test", "test Δ vs no feedback (95% bootstrap)"], rows))
+
+
 def step_times(corpus: Corpus, embedder, claim: str, args) -> dict[str, float]:
     """Milliseconds of each step for one claim: embedding, both searches, both feedback passes, fusion."""
     ms: dict[str, float] = {}
@@ -355,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scifact_prf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("embed")
+    t = sub.add_parser("three-way")
+    t.add_argument("--candidates", type=int, default=Settings().candidates)
     c = sub.add_parser("compare")
     c.add_argument("--candidates", type=int, default=Settings().candidates)
     c.add_argument("--k", type=int, default=2, help="Rocchio feedback abstracts")
@@ -377,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
         sweep(args)
     elif args.command == "compare":
         compare(args)
+    elif args.command == "three-way":
+        three_way(args)
     else:
         latency(args)
 
