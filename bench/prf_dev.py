@@ -46,7 +46,8 @@ class FeedbackRetriever(Retriever):
 
 
 def compare(base: Retriever, items: list, qrels: dict | None, k: int, alpha: float) -> list[list[str]]:
-    """Rows of hit@1 / MRR@10 / nDCG@10 of hybrid retrieval without and with feedback, all questions and by language."""
+    """Rows of search p50 ms and hit@1 / MRR@10 / nDCG@10 of hybrid retrieval without and with feedback, all
+    questions and by language (time the first retriever warm: the models are loaded before)."""
     from rag.eval.qa import RelevanceJudge
     from rag.eval.retrieval import evaluate_mode
 
@@ -55,8 +56,8 @@ def compare(base: Retriever, items: list, qrels: dict | None, k: int, alpha: flo
     rows = []
     for label, retriever in (("hybrid (app)", base), (f"hybrid + Rocchio k={k}, alpha={alpha}",
                                                      FeedbackRetriever(base, k, alpha))):
-        _, per_question = evaluate_mode(retriever, items, "hybrid", judge, qrels, progress=False)
-        row = [label]
+        summary, per_question = evaluate_mode(retriever, items, "hybrid", judge, qrels, progress=False)
+        row = [label, f"{summary['latency_ms_p50']:.1f}"]
         for part in (None, "en", "zh"):
             chosen = [r for r in per_question if part is None or lang[r["id"]] == part]
             row.append(" / ".join(f"{np.mean([r[m] for r in chosen]):.3f}" for m in ("hit@1", "mrr@10", "ndcg@10"))
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             where = f"{args.qa}, knowledge base {args.kb} ({base.embedder.name})"
         rows = compare(base, items[: args.limit or None], qrels, args.k, args.alpha)
     print(f"{where}, hit@1 / MRR@10 / nDCG@10 (questions):")
-    print(table(["retrieval", "all", "English", "Chinese"], rows))
+    print(table(["retrieval", "search p50 ms", "all", "English", "Chinese"], rows))
 
 
 if __name__ == "__main__":
