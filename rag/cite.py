@@ -222,8 +222,8 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     """Per sentence: its citations, lexical (and optional embedding) support, missing facts and a status.
 
     Facts the question itself names are not invented by repeating them. An uncited sentence is
-    "uncited", unless it states a number or name that no source holds: then it is "unsupported" too
-    (a model that drops the marker must not slip an invented figure past the check).
+    "uncited" when the sources together support it, else "unsupported" too: a model that drops the
+    marker must not slip an invented figure, or invented steps, past the check.
     """
     stated = {s.n: statements(s.text) for s in sources}
     everything = "\n".join(stated.values())
@@ -240,8 +240,10 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
                                        ("question",)))
             continue
         if not numbers:
-            missing = missing_facts(sentence, everything, question)
-            out.append(SentenceSupport(sentence, (), 0.0, None, "unsupported" if missing else "uncited",
+            any_cos = float(cos[i].max()) if cos is not None else None
+            lexical, missing, ok = judge_sentence(sentence, everything, any_cos, known=question, threshold=threshold,
+                                                  cosine_threshold=cosine_threshold)
+            out.append(SentenceSupport(sentence, (), round(lexical, 3), any_cos, "uncited" if ok else "unsupported",
                                        tuple(missing)))
             continue
         cited_text = "\n".join(stated[n] for n in numbers)

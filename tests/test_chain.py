@@ -22,9 +22,12 @@ def _source(n: int, text: str) -> Source:
     return Source(n, (chunk,), f"d{n}.md", "", text, n)
 
 
-def test_an_answer_tied_to_no_source_is_refused_as_uncited():
-    checked = check_answer("这种做法在实践中效果通常很好。", [_source(1, LORA)], None)
-    assert checked.refusal == "uncited" and not checked.citations
+def test_an_answer_tied_to_no_source_is_refused():
+    invented = check_answer("这种做法在实践中效果通常很好。", [_source(1, LORA)], None)  # no source says it
+    assert invented.refusal == "unsupported" and not invented.citations and invented.unsupported
+    sources = [_source(1, LORA), _source(2, "GQA 把查询头分成若干组，每组共享一对键和值。")]
+    joint = check_answer("LoRA 冻结原模型权重，GQA 让每组查询头共享一对键和值。", sources, None)  # only both together
+    assert joint.refusal == "uncited" and not joint.citations
 
 
 def test_a_supported_answer_keeps_its_citation_and_a_misnumbered_one_is_moved():

@@ -105,15 +105,16 @@ def test_support_flags_on_crafted_sentences():
         "LoRA 训练时冻结原模型权重，只更新低秩矩阵 A 和 B[1]。"  # faithful paraphrase of [1]
         "GQA 让每组查询头共享键和值[2]。"  # faithful, Chinese bigrams
         "LoRA 可以把推理速度提高十倍并支持图像生成[2]。"  # cites the wrong source, made up
-        "这是一种常用的方法。"  # no citation
+        "这是一种常用的方法。"  # no citation, and no source says it
+        "训练时冻结原模型权重。"  # no citation, but [1] says it
         "BM25 uses inverse document frequency and document length [3]. "  # faithful, English
         "BM25 was invented by Google in 2019 for image search [3]."  # made up
     )
     results = support_check(answer, SOURCES)
     assert [r.status for r in results] == [
-        "supported", "supported", "unsupported", "uncited", "supported", "unsupported",
+        "supported", "supported", "unsupported", "unsupported", "uncited", "supported", "unsupported",
     ]
-    assert [r.cited for r in results] == [(1,), (2,), (2,), (), (3,), (3,)]
+    assert [r.cited for r in results] == [(1,), (2,), (2,), (), (), (3,), (3,)]
     assert all(0.0 <= r.lexical <= 1.0 for r in results)
 
 
