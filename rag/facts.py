@@ -27,6 +27,8 @@ _EN_NUMBER_WORDS = re.compile(r"\b(?:" + "|".join(_EN_NUMBERS) + r")(?:[- ](?:" 
 _UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|岁|元|次|层|页|万|亿|%|％|个百分点|"
                          r"minutes?|hours?|seconds?|days?|weeks?|months?|years?|times|percent|pages?|layers?)", re.I)
 _LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
+# A list item's bold label ("1. **Training Data and Computational Resources**: ..."): Title Case words, no names.
+_LABEL = re.compile(r"\*\*[^*\n]{1,80}\*\*\s*[:：]")
 # A list item's number ("1.", "2、", "(3)", "• [x] 4.") is no fact, in an answer or in a source.
 LIST_NUMBER = re.compile(r"^\s*(?:[-*•·]\s*)?(?:\[[ xX]\]\s*)?(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
 # Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
@@ -132,9 +134,9 @@ def _term_found(term: str, cited: str) -> bool:
 def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
     """Numbers and named terms of `sentence` that neither the cited text nor `known` (e.g. the question) contains.
 
-    Citation marker numbers and a leading list number are not facts.
+    Citation marker numbers, a leading list number and a list item's bold label are not facts.
     """
-    plain = LIST_NUMBER.sub("", CITATION_MARK.sub("", normalize(sentence)))
+    plain = LIST_NUMBER.sub("", CITATION_MARK.sub("", _LABEL.sub("", normalize(sentence))))
     context = normalize(cited_text + "\n" + known)
     have = numbers_in(context, quantities_only=True)  # the "一" of "一些" or "统一" is no 1
     missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)

@@ -41,6 +41,8 @@ def test_named_terms_are_salient_and_common_words_are_not():
     ("The handover is at 10:00 AM on Monday [1].", "交接时间为每周一上午 10:00", []),  # AM names nothing
     ("The handover is on Friday [1].", "交接时间为每周一上午 10:00", ["friday"]),
     ("LoRA 的秩 r 一般设成 1。[1]", "LoRA 一般选择一些较低的秩，统一设置", ["1"]),  # "一" of "一般" is no 1
+    ("1. **Manual Design and Adjustment**: it takes much work [1].", "需要人工设计和调整", []),  # a label names nothing
+    ("2. **Cost**: it was trained by Google [1].", "训练代价高昂", ["google"]),
 ])
 def test_missing_facts(sentence, evidence, missing):
     assert missing_facts(sentence, evidence) == missing
