@@ -8,7 +8,7 @@ train claims (bench.scifact_prf) hurt the Chinese notes?
     OMP_NUM_THREADS=1 nice -n 10 python -m bench.prf_dev --scifact-docs 200   # English, bge-small-en, chunked
 
 The retriever is rag.retrieve's, opened on the knowledge base as `python -m rag.eval retrieval` opens it; only
-`dense_ranking` changes (FeedbackRetriever: the query vector moved toward the stored vectors of its first k hits,
+`dense_ranking` changes (`dense_feedback = "on"`: the query vector moved toward the stored vectors of its first k hits,
 searched again). Each question is scored by rag.eval.retrieval.evaluate_mode in hybrid mode, parts by language
 (nDCG@10 with BEIR judgements; QA sets judge only the chunks retrieved, so there it adds little to MRR).
 """
@@ -21,28 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import DEV_QUESTIONS, table
-from bench.scifact_prf import moved
 from rag.retrieve import Retriever
-from rag.text import language, normalize
+from rag.text import language
 
 
-class FeedbackRetriever(Retriever):
-    """The app's retriever whose dense search runs twice: the second time with the Rocchio query."""
-
-    def __init__(self, base: Retriever, k: int, alpha: float) -> None:
-        super().__init__(base.state, base.embedder, base.settings)
-        self.feedback, self.alpha = k, alpha
-
-    def dense_ranking(self, query: str, k: int, timings: dict[str, float] | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine) for the query vector moved toward its first `feedback` hits (as Retriever embeds it)."""
-        if self.settings.query_expansion == "both":
-            query = self._expand(query)
-        vector = self.embedder.encode_queries([normalize(query)])[0]
-        first = self.state.search_dense(vector, k)
-        stored = self.state.vectors([key for key, _ in first[: self.feedback]])
-        if not stored:
-            return first
-        return self.state.search_dense(moved(vector, np.stack(list(stored.values())), self.alpha), k)
+def with_feedback(base: Retriever, k: int, alpha: float) -> Retriever:
+    """The same retriever with the app's dense Rocchio pass (rag.retrieve, `dense_feedback`) on k hits; k = 0: off."""
+    return base.with_settings(base.settings.model_copy(
+        update={"dense_feedback": "on" if k else "off", "feedback_docs": k, "feedback_weight": alpha}))
 
 
 def compare(base: Retriever, items: list, qrels: dict | None, k: int, alpha: float) -> list[list[str]]:
@@ -54,8 +40,8 @@ def compare(base: Retriever, items: list, qrels: dict | None, k: int, alpha: flo
     judge = RelevanceJudge({d: r.text for d, r in base.state.documents.items()})
     lang = {i.id: language(i.question) for i in items}
     rows = []
-    for label, retriever in (("hybrid (app)", base), (f"hybrid + Rocchio k={k}, alpha={alpha}",
-                                                     FeedbackRetriever(base, k, alpha))):
+    for label, retriever in (("hybrid, no feedback", with_feedback(base, 0, 0.0)), (f"hybrid + Rocchio k={k}, alpha={alpha}",
+                                                     with_feedback(base, k, alpha))):
         summary, per_question = evaluate_mode(retriever, items, "hybrid", judge, qrels, progress=False)
         row = [label, f"{summary['latency_ms_p50']:.1f}"]
         for part in (None, "en", "zh"):

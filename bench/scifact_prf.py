@@ -35,6 +35,7 @@ from bench.rankings import Question, RankingSet, metrics
 from bench.scifact_docs import EMBEDDERS, VECTORS, abstracts
 from rag import fuse
 from rag.bm25 import BM25Index
+from rag.dense import rocchio as rocchio_query
 from rag.settings import Settings
 from rag.text import normalize, tokenize
 
@@ -135,15 +136,9 @@ def hybrid_scores(corpus: Corpus, claims: Claims, dense: np.ndarray, bm25: np.nd
     return scored(claims, lambda i: fused(corpus, dense[i], bm25[i], depth))
 
 
-def moved(queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
-    """Rocchio's query: normalize(q + alpha * mean of the feedback vectors); one query (k, dim) or many (n, k, dim)."""
-    out = queries + alpha * feedback.mean(axis=-2)
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
-
 def rocchio(vectors: np.ndarray, queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
     """Dense scores of the Rocchio query built from the feedback rows of `vectors`."""
-    return moved(queries, vectors[feedback], alpha) @ vectors.T
+    return rocchio_query(queries, vectors[feedback], alpha) @ vectors.T
 
 
 def relevance_model(index: BM25Index, rows: np.ndarray, weights: np.ndarray, n_terms: int) -> dict[str, float]:

@@ -60,3 +60,9 @@ class DenseIndex:
         if isinstance(index, faiss.IndexHNSW):
             index.hnsw.efSearch = HNSW_EF_SEARCH
         return cls(vectors, index)
+
+
+def rocchio(query: np.ndarray, feedback: np.ndarray, weight: float) -> np.ndarray:
+    """Rocchio's query: normalize(query + weight * mean of the feedback vectors); one query (k, dim) or many (n, k, dim)."""
+    out = query + weight * feedback.mean(axis=-2)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)

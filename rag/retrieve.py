@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from rag import embedder_choice, fuse
+from rag.dense import rocchio
 from rag.records import Hit
-from rag.settings import Settings
+from rag.settings import BUNDLED_EN_EMBEDDER, Settings
 from rag.store import Store
 from rag.text import expand_query, normalize, tokenize
 
@@ -72,14 +75,28 @@ class Retriever:
         """Glossary expansion: only English questions over Chinese documents gain Chinese terms."""
         return expand_query(query) if self.corpus_language == "zh" else query
 
+    @property
+    def dense_feedback(self) -> bool:
+        """Whether dense search runs a second, Rocchio pass ("auto": for bge-small-en knowledge bases)."""
+        if self.settings.dense_feedback == "auto":
+            return self.settings.embedder == BUNDLED_EN_EMBEDDER
+        return self.settings.dense_feedback == "on"
+
     def dense_ranking(self, query: str, k: int, timings: dict[str, float] | None = None) -> list[tuple[str, float]]:
-        """(chunk id, cosine) for the query embedded with the query prefix."""
+        """(chunk id, cosine) for the query embedded with the query prefix (moved toward its first hits and
+        searched again when `dense_feedback`)."""
         with _timed(timings, "embed"):
             if self.settings.query_expansion == "both":
                 query = self._expand(query)
             vector = self.embedder.encode_queries([normalize(query)])[0]
         with _timed(timings, "dense"):
-            return self.state.search_dense(vector, k)
+            ranking = self.state.search_dense(vector, k)
+            if not (self.dense_feedback and ranking and self.settings.feedback_docs > 0):
+                return ranking
+            stored = self.state.vectors([key for key, _ in ranking[: self.settings.feedback_docs]])
+            if not stored:
+                return ranking
+            return self.state.search_dense(rocchio(vector, np.stack(list(stored.values())), self.settings.feedback_weight), k)
 
     def bm25_ranking(self, query: str, k: int, timings: dict[str, float] | None = None) -> list[tuple[str, float]]:
         """(chunk id, BM25) for the query's jieba tokens."""

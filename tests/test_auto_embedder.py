@@ -81,6 +81,11 @@ def test_english_corpus_gets_bge_and_answers(tmp_path, backend):
     for mode in ("dense", "hybrid"):
         assert retriever.search("How long is a backup retained?", mode=mode, k=1)[0].chunk.doc_id.endswith("backups.md")
     assert retriever.search("vacation days per year", mode="dense", k=1)[0].chunk.doc_id.endswith("leave.md")
+    # bge knowledge bases search dense twice (Rocchio toward the first hits' stored vectors)
+    off = retriever.with_settings(retriever.settings.model_copy(update={"dense_feedback": "off"}))
+    assert retriever.dense_feedback and not off.dense_feedback
+    moved, plain = (r.dense_ranking("How long is a backup retained?", 3) for r in (retriever, off))
+    assert moved[0][0] == plain[0][0] and moved[0][1] != pytest.approx(plain[0][1], abs=1e-4)
 
 
 @pytest.mark.parametrize(("files", "expected"), [
@@ -92,6 +97,7 @@ def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
     assert run_ingest([_docs(tmp_path / "docs", files)], settings, progress=False).wrote
     assert _recorded(settings) == expected
     assert open_retriever(settings).embedder.name == expected
+    assert not open_retriever(settings).dense_feedback  # e5: off (CMRC2018 measured worse)
 
 
 def test_an_explicit_embedder_overrides_auto(tmp_path):
