@@ -5,7 +5,7 @@
     nice -n 10 python -m bench.scifact_prf sweep       # each family's grid on train -> test (~10 min, 1 thread)
     nice -n 10 python -m bench.scifact_prf compare --k 2 --alpha 0.4 [--candidates 100]   # the chosen Rocchio
     nice -n 10 python -m bench.scifact_prf three-way   # Rocchio inside the three-way fusion (e5 claims embedded once)
-    flock /tmp/rag-bench.lock nice -n 10 python -m bench.scifact_prf latency --queries 100
+    flock /tmp/rag-bench.lock nice -n 10 python -m bench.prf_latency --queries 100   # each step's time
     nice -n 10 python -m bench.prf_dev --k 2 --alpha 0.4   # the same feedback in the app's retriever, dev set
 
 Three families, each fused with BM25 as the app does (rag.fuse.hybrid: min-max, dense 0.5, `--candidates` a channel):
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
-from bench.common import SCIFACT, pct, table
+from bench.common import SCIFACT, table
 from bench.rankings import Question, RankingSet, metrics
 from bench.scifact_docs import EMBEDDERS, VECTORS, abstracts
 from rag import fuse
@@ -343,54 +342,8 @@ def three_way(args) -> None:
     print(table(["setting", "train", "test", "test Δ vs no feedback (95% bootstrap)"], rows))
 
 
-def step_times(corpus: Corpus, embedder, claim: str, args) -> dict[str, float]:
-    """Milliseconds of each step for one claim: embedding, both searches, both feedback passes, fusion."""
-    ms: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        ms[step] = (now - t) * 1000
-        t = now
-
-    q = embedder.encode_queries([normalize(claim)])[0]
-    lap("embed the claim (reference)")
-    dense = corpus.vectors @ q
-    rows = top_rows(dense, args.candidates)
-    lap("dense search")
-    moved = rocchio(corpus.vectors, q, rows[: args.k], args.alpha)
-    lap(f"Rocchio, k={args.k}: the mean vector and a second dense search")
-    bm25 = corpus.bm25.scores(tokenize(normalize(claim)))
-    lap("BM25 search")
-    feedback = top_rows(bm25, args.rm3_k)
-    terms = relevance_model(corpus.bm25, feedback, np.maximum(bm25[feedback], 1e-9), args.terms)
-    expansion(corpus.bm25, terms)
-    lap(f"RM3, k={args.rm3_k}, {args.terms} terms: the relevance model and a second BM25 search")
-    fused(corpus, moved, bm25, args.candidates)
-    lap("fusion")
-    return ms
-
-
-def latency(args) -> None:
-    """p50 / p95 ms per claim of each step, the query embedding as the reference, over `--queries` test claims."""
-    from rag.embed import load_embedder
-    from rag.eval.datasets import load_beir
-    from rag.settings import load_settings
-
-    corpus = load_corpus()
-    embedder = load_embedder(load_settings(None, embedder=EMBEDDERS["bge"]))
-    items, _ = load_beir(SCIFACT.parent, "test")
-    runs = [step_times(corpus, embedder, item.question, args) for item in items[: args.queries]]
-    reference = pct([r["embed the claim (reference)"] for r in runs], 50)
-    rows = [[step, pct([r[step] for r in runs], 50), pct([r[step] for r in runs], 95),
-             pct([r[step] for r in runs], 50) / reference] for step in runs[0]]
-    print(f"{len(runs)} SciFact test claims over 5,183 abstracts, ms (numpy exact search; threads as OMP_NUM_THREADS):")
-    print(table(["step", "p50", "p95", "p50 / embedding p50"], rows))
-
-
 def main(argv: list[str] | None = None) -> None:
-    """`embed` the claims, `sweep` the grids, time the `latency` of each step."""
+    """`embed` the claims, `sweep` the grids, `compare` the chosen setting, try it in the `three-way` fusion."""
     parser = argparse.ArgumentParser(prog="python -m bench.scifact_prf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("embed")
@@ -402,13 +355,6 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--alpha", type=float, default=0.4)
     s = sub.add_parser("sweep")
     s.add_argument("--candidates", type=int, default=Settings().candidates, help="per channel before fusion")
-    lat = sub.add_parser("latency")
-    lat.add_argument("--queries", type=int, default=100)
-    lat.add_argument("--candidates", type=int, default=Settings().candidates)
-    lat.add_argument("--k", type=int, default=2, help="Rocchio feedback abstracts")
-    lat.add_argument("--alpha", type=float, default=0.4)
-    lat.add_argument("--rm3-k", type=int, default=2)
-    lat.add_argument("--terms", type=int, default=5)
     args = parser.parse_args(argv)
     if args.command == "embed":
         corpus = load_corpus()
@@ -418,10 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         sweep(args)
     elif args.command == "compare":
         compare(args)
-    elif args.command == "three-way":
-        three_way(args)
     else:
-        latency(args)
+        three_way(args)
 
 
 if __name__ == "__main__":
