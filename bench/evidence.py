@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| evidence, rank weight {w_rank} | {budget} | {statistics.mean(recalls):.3f} | "
                   f"{statistics.mean(r == 1 for r in recalls):.3f} | {statistics.mean(tokens):.0f} |")
         recalls = []
-        for item, hits, _scored, _ in prepared:  # the questions in the notes as candidates too (before: left out)
+        for item, hits, _scored, _ in prepared:  # the unanswered questions in the notes packed too (before: left out)
             asked = ev.score_sentences(with_history(item.question, item.history),
                                                     ev.candidate_sentences(hits, docs, questions=True), retriever.embedder)
             recalls.append(answer_phrase_recall(format_sources(ev.pack(asked, hits, docs, budget).sources), item.answers))
-        print(f"| evidence, questions kept | {budget} | {statistics.mean(recalls):.3f} | "
+        print(f"| evidence, unanswered questions kept | {budget} | {statistics.mean(recalls):.3f} | "
               f"{statistics.mean(r == 1 for r in recalls):.3f} | |")
     return 0
 

@@ -26,8 +26,10 @@ RANK_WEIGHT = 0.05
 MAX_SENTENCE_CHARS = 200  # longer "sentences" (lists without punctuation) are cut at commas
 MIN_WORD_CHARS = 4  # pieces with fewer letters/ideographs ("注:", "1.") are not evidence
 GAP = " … "  # between two packed pieces that are not adjacent in the document
+ANSWER_LOOKAHEAD = 400  # characters after a question searched for the sentence that follows it
 _CLAUSE_END = re.compile(r"[，,、：:]\s*")
 _WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")
+_CHECKBOX = re.compile(r"[-*•·]?\s*\[[ xX]\]")  # a checklist item: "• [x] …"
 
 
 @dataclass(frozen=True)
@@ -88,13 +90,22 @@ def _is_heading(text: str, headings: set[str]) -> bool:
     return text.startswith("#") or text.strip(" #") in headings
 
 
+def _answered(doc_text: str, end: int) -> bool:
+    """Whether the sentence after a question (ending at `end`) states something: an FAQ's answer, not the next
+    item of a checklist ("• [x] Layer normalization-方法篇"), a heading, another question or the end."""
+    window = doc_text[end: end + ANSWER_LOOKAHEAD]
+    following = next((window[a:b] for a, b in sentence_spans(window)), "")
+    return bool(following) and not (following.startswith("#") or is_question(following) or _CHECKBOX.match(following))
+
+
 def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool = False) -> list[Sentence]:
     """The sentences of the hits' chunks, cut from the document text; touching chunks share theirs.
 
-    Headings are left out (each source is labelled with its heading path), and so are questions unless
-    `questions` (notes are full of questions with no answer under them, a checklist of interview
-    questions: read as evidence, they invite the model to invent the answer they lack); a table row
-    carries its table's header row, so that "| P0 | ... | 15 分钟内 |" is read under "| 等级 | ... | 响应时间 |".
+    Headings are left out (each source is labelled with its heading path), and so are questions (notes are
+    full of questions with no answer under them, a checklist of interview questions: read as evidence, they
+    invite the model to invent the answer they lack), unless `questions`: then the questions that no
+    statement follows are kept, marked `asks` (an FAQ's question, answered by the next line, is not); a table
+    row carries its table's header row, so that "| P0 | ... | 15 分钟内 |" is read under "| 等级 | ... | 响应时间 |".
     """
     out: list[Sentence] = []
     for group, (rank, chunks) in enumerate(group_hits(hits)):
@@ -114,7 +125,7 @@ def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool
                 header = Sentence(doc_id, lo + s, lo + e, text, group, rank)
                 continue
             asks = is_question(text)
-            if _is_heading(text, headings) or (asks and not questions):
+            if _is_heading(text, headings) or (asks and not (questions and not _answered(doc.text, lo + e))):
                 continue
             for a, b in _split_long(region, s, e):
                 piece = region[a:b]

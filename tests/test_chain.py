@@ -164,6 +164,19 @@ def test_a_question_the_notes_list_but_never_answer_is_refused_before_the_llm(tm
         "asked_not_answered"
 
 
+def test_an_faq_question_followed_by_its_answer_is_answered(tmp_path, sample_settings):
+    """In an FAQ the question line matches best, but the line after it answers it: no refusal."""
+    settings, retriever = _one_document_kb(
+        tmp_path, "faq.txt", "常见问题\n\n问：如何重置密码？\n答：在登录页点击“忘记密码”，按邮件里的链接设置新密码。\n\n"
+        "问：如何修改绑定的邮箱？\n答：进入“账户设置”，在“邮箱”一栏填写新地址并验证。\n\n"
+        "**导出的报表是什么格式？**\n报表导出为 CSV 文件，可以用 Excel 打开。\n\n"
+        "1. 为什么登录后页面是空白的？\n请清除浏览器缓存后重新登录，仍不行请联系管理员。\n\n"
+        "2. 一次最多能上传多大的文件？\n单个文件不超过 20 MB。\n", sample_settings)
+    dead = LLMClient("http://127.0.0.1:9/v1", timeout_s=5, retries=0)
+    faq = answer("一次最多能上传多大的文件？", settings=settings, retriever=retriever, llm=dead)
+    assert not faq.refused and "20 MB" in faq.text  # the extractive fallback
+
+
 def test_an_invented_number_is_refused_not_cited(sample_settings, sample_retriever):
     from rag.llm import Completion
 

@@ -46,4 +46,16 @@ def test_questions_in_the_notes_are_not_evidence_unless_asked_for():
     chunk = Chunk("q1", "q", doc, "/x/q.md", start=0, end=len(doc))
     docs = {"q": SimpleNamespace(text=doc)}
     assert [s.text for s in ev.candidate_sentences([Hit(chunk)], docs)] == ["LoRA 只训练低秩矩阵，显存占用大幅下降。"]
-    assert len(ev.candidate_sentences([Hit(chunk)], docs, questions=True)) == 3
+    kept = ev.candidate_sentences([Hit(chunk)], docs, questions=True)  # item 4 reads as answered by the next line
+    assert [(s.text, s.asks) for s in kept] == [("• [x] 3. 涌现能力是啥原因?", True), ("LoRA 只训练低秩矩阵，显存占用大幅下降。", False)]
+
+
+def test_a_question_answered_by_the_next_line_is_no_unanswered_question():
+    """An FAQ's question is followed by its answer; a checklist's by the next question."""
+    doc = ("1. 为什么登录后页面是空白的？\n请清除浏览器缓存后重新登录。\n\n"
+           "• [x] 3. 涌现能力是啥原因?\n• [x] 4. 大模型LLM的架构介绍?\n\n# 下一节\n")
+    chunk = Chunk("f1", "f", doc, "/x/f.md", start=0, end=len(doc))
+    docs = {"f": SimpleNamespace(text=doc)}
+    asked = [s.text for s in ev.candidate_sentences([Hit(chunk)], docs, questions=True) if s.asks]
+    assert asked == ["• [x] 3. 涌现能力是啥原因?", "• [x] 4. 大模型LLM的架构介绍?"]
+    assert "请清除浏览器缓存后重新登录。" in [s.text for s in ev.candidate_sentences([Hit(chunk)], docs)]
