@@ -45,7 +45,7 @@ class Sentence:
     score: float = 0.0
     cosine: float = 0.0
     header: Sentence | None = None  # a table row's header row: scored with the row, packed before it
-    asks: bool = False  # a question sentence: scored, never packed (candidate_sentences)
+    asks: bool = False  # a question that no statement follows: scored, never packed (candidate_sentences)
 
 
 @dataclass(frozen=True)
