@@ -12,7 +12,7 @@ import numpy as np
 
 from bench.common import SCIFACT, pct, table
 from bench.scifact_docs import EMBEDDERS
-from bench.scifact_prf import Corpus, expansion, fused, load_corpus, relevance_model, rocchio, top_rows
+from bench.scifact_prf import Corpus, expansion, fused, load_corpus, relevance_model, rocchio_scores, top_rows
 from rag.settings import Settings
 from rag.text import normalize, tokenize
 
@@ -33,7 +33,7 @@ def step_times(corpus: Corpus, embedder, claim: str, args) -> dict[str, float]:
     dense = corpus.vectors @ q
     rows = top_rows(dense, args.candidates)
     lap("dense search")
-    moved = rocchio(corpus.vectors, q, rows[: args.k], args.alpha)
+    moved = rocchio_scores(corpus.vectors, q, rows[: args.k], args.alpha)
     lap(f"Rocchio, k={args.k}: the mean vector and a second dense search")
     bm25 = corpus.bm25.scores(tokenize(normalize(claim)))
     lap("BM25 search")

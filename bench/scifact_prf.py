@@ -34,7 +34,7 @@ from bench.rankings import Question, RankingSet, metrics
 from bench.scifact_docs import EMBEDDERS, VECTORS, abstracts
 from rag import fuse
 from rag.bm25 import BM25Index
-from rag.dense import rocchio as rocchio_query
+from rag.dense import rocchio
 from rag.settings import Settings
 from rag.text import normalize, tokenize
 
@@ -135,9 +135,9 @@ def hybrid_scores(corpus: Corpus, claims: Claims, dense: np.ndarray, bm25: np.nd
     return scored(claims, lambda i: fused(corpus, dense[i], bm25[i], depth))
 
 
-def rocchio(vectors: np.ndarray, queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
+def rocchio_scores(vectors: np.ndarray, queries: np.ndarray, feedback: np.ndarray, alpha: float) -> np.ndarray:
     """Dense scores of the Rocchio query built from the feedback rows of `vectors`."""
-    return rocchio_query(queries, vectors[feedback], alpha) @ vectors.T
+    return rocchio(queries, vectors[feedback], alpha) @ vectors.T
 
 
 def relevance_model(index: BM25Index, rows: np.ndarray, weights: np.ndarray, n_terms: int) -> dict[str, float]:
@@ -207,7 +207,7 @@ def sweep(args) -> None:
         def run(split: str, setting: tuple) -> np.ndarray:
             c = claims[split]
             k, alpha = setting
-            dense = rocchio(corpus.vectors, c.vectors, feedback[split][source][0][:, :k], alpha)
+            dense = rocchio_scores(corpus.vectors, c.vectors, feedback[split][source][0][:, :k], alpha)
             return hybrid_scores(corpus, c, dense, c.bm25, depth)
         return run
 
@@ -245,7 +245,7 @@ def combined(best: dict[str, Result], claims, corpus, feedback, depth, cache) ->
             c = claims[split]
             original, expanded = cache.get((split, source, k, n_terms)) or rm3_scores(
                 corpus, c, *feedback[split][source], k, n_terms)
-            dense = rocchio(corpus.vectors, c.vectors, feedback[split][fb][0][:, :fb_k], alpha)
+            dense = rocchio_scores(corpus.vectors, c.vectors, feedback[split][fb][0][:, :fb_k], alpha)
             per_split.append(hybrid_scores(corpus, c, dense, (1 - weight) * original + weight * expanded, depth))
         out.append(Result(f"{family} + RM3", f"{best[family].setting} + {best['RM3 BM25'].setting}", *per_split))
     return out
@@ -287,7 +287,7 @@ def compare(args) -> None:
     for split in SPLITS:
         c = load_claims(corpus, split)
         feedback = np.stack([top_rows(s, args.k) for s in c.dense])
-        moved = rocchio(corpus.vectors, c.vectors, feedback, args.alpha)
+        moved = rocchio_scores(corpus.vectors, c.vectors, feedback, args.alpha)
         base = hybrid_scores(corpus, c, c.dense, c.bm25, args.candidates)
         prf = hybrid_scores(corpus, c, moved, c.bm25, args.candidates)
         alone = [scored(c, lambda i, m=m: ranking(corpus, m[i], 100)) for m in (c.dense, moved)]
@@ -325,8 +325,8 @@ def three_way(args) -> None:
 
         results[split] = {"none": run(c.dense, e5)}
         for channels, k, alpha in grid:
-            bge = rocchio(corpus.vectors, c.vectors, feedback["bge"][:, :k], alpha)
-            e5_moved = rocchio(e5_vectors, e5_queries, feedback["e5"][:, :k], alpha) if "e5" in channels else e5
+            bge = rocchio_scores(corpus.vectors, c.vectors, feedback["bge"][:, :k], alpha)
+            e5_moved = rocchio_scores(e5_vectors, e5_queries, feedback["e5"][:, :k], alpha) if "e5" in channels else e5
             results[split][(channels, k, alpha)] = run(bge, e5_moved)
     rows = [["three-way, no feedback", *(f"{results[s]['none'][:, 0].mean():.3f}" for s in SPLITS), ""]]
     for channels in ("bge", "bge + e5"):

@@ -211,9 +211,9 @@ class Checked:
 def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, question: str = "") -> Checked:
     """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
 
-    The answer is refused when its first cited sentence (the key claim) or every cited sentence is
-    unsupported, or when no sentence of it can be tied to a source: an uncited claim is no answer
-    "from the documents".
+    The answer is refused when its key claim (`key_claim`) or every judged sentence is unsupported, or when
+    no sentence of it can be tied to a source: an uncited claim is no answer "from the documents". Judged:
+    every sentence but the uncited ones the sources support together.
     """
     embed = _remembered(embed)  # attribution and the support check embed the same sources
     citations, removed, text = parse_citations(text, sources)
@@ -221,8 +221,8 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     if attributed:
         citations, _, text = parse_citations(text, sources)
     support = support_check(text, sources, embed=embed, question=question)
-    cited = [s for s in support if s.status != "uncited"]
-    unsupported = [s for s in cited if s.status == "unsupported"]
+    judged = [s for s in support if s.status != "uncited"]
+    unsupported = [s for s in judged if s.status == "unsupported"]
     for s in unsupported:  # shown apart, never as cited fact
         text = text.replace(s.text, "", 1)
     text = "\n".join(line.rstrip() for line in text.strip().splitlines()).strip()
@@ -234,16 +234,16 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
                           pieces=_pieces(sources, c.n)) for c in citations]
     refusal = ""
-    if cited and (key_claim(cited).status == "unsupported" or len(unsupported) == len(cited)) or not text:
+    if judged and (key_claim(judged).status == "unsupported" or len(unsupported) == len(judged)) or not text:
         refusal = "unsupported"
     elif not citations:
         refusal = "uncited"
     return Checked(text, citations, removed, attributed, [s.text for s in unsupported], refusal)
 
 
-def key_claim(cited: Sequence[SentenceSupport]) -> SentenceSupport:
-    """The first cited sentence that states something: "QLoRA 做了以下改进：" only leads into the list after it."""
-    return next((s for s in cited if not _LEAD_IN.search(strip_markers(s.text))), cited[0])
+def key_claim(judged: Sequence[SentenceSupport]) -> SentenceSupport:
+    """The first judged sentence that states something: "QLoRA 做了以下改进：" only leads into the list after it."""
+    return next((s for s in judged if not _LEAD_IN.search(strip_markers(s.text))), judged[0])
 
 
 def _remembered(embed: Callable | None) -> Callable | None:

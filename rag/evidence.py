@@ -17,6 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from rag.facts import CHECKLIST_ITEM
 from rag.llm import estimate_tokens
 from rag.prompt import Source, document_title, group_hits
 from rag.records import Chunk, Hit
@@ -29,7 +30,6 @@ GAP = " … "  # between two packed pieces that are not adjacent in the document
 ANSWER_LOOKAHEAD = 400  # characters after a question searched for the sentence that follows it
 _CLAUSE_END = re.compile(r"[，,、：:]\s*")
 _WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")
-_CHECKBOX = re.compile(r"[-*•·]?\s*\[[ xX]\]")  # a checklist item: "• [x] …"
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _answered(doc_text: str, end: int) -> bool:
     item of a checklist ("• [x] Layer normalization-方法篇"), a heading, another question or the end."""
     window = doc_text[end: end + ANSWER_LOOKAHEAD]
     following = next((window[a:b] for a, b in sentence_spans(window)), "")
-    return bool(following) and not (following.startswith("#") or is_question(following) or _CHECKBOX.match(following))
+    return bool(following) and not (following.startswith("#") or is_question(following) or CHECKLIST_ITEM.match(following))
 
 
 def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool = False) -> list[Sentence]:

@@ -29,8 +29,11 @@ _UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|�
 _LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
 # A list item's bold label ("1. **Training Data and Computational Resources**: ..."): Title Case words, no names.
 _LABEL = re.compile(r"\*\*[^*\n]{1,80}\*\*\s*[:：]")
+_BULLET, _CHECKBOX = r"[-*•·]\s*", r"\[[ xX]\]\s*"
+# A checklist item ("• [x] Deep Norm 篇", "- [ ] 3. …"): a table-of-contents entry, no statement.
+CHECKLIST_ITEM = re.compile(rf"\s*(?:{_BULLET})?{_CHECKBOX}")
 # A list item's number ("1.", "2、", "(3)", "• [x] 4.") is no fact, in an answer or in a source.
-LIST_NUMBER = re.compile(r"^\s*(?:[-*•·]\s*)?(?:\[[ xX]\]\s*)?(?:\d{1,2}[.、)]|[(（]\d{1,2}[)）])\s*")
+LIST_NUMBER = re.compile(rf"^\s*(?:{_BULLET})?(?:{_CHECKBOX})?(?:\d{{1,2}}[.、)]|[(（]\d{{1,2}}[)）])\s*")
 # Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
 _COMMON_CAPITALIZED = frozenset(
     "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
