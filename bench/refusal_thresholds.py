@@ -12,12 +12,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 REFUSED_AFTER_CHECK = ("unsupported", "uncited")  # outcomes of rag.chain.check_answer, replayed from the draft
 
 
-def recheck(rows: list[dict]) -> list[dict]:
+def _headings_of(kb: str) -> Callable[[dict], tuple[str, ...]]:
+    """For rows recorded before evidence carried its headings: the headings of the KB's chunks that hold a
+    recorded evidence entry's pieces."""
+    from rag.retrieve import open_retriever
+    from rag.settings import load_settings
+
+    chunks = open_retriever(load_settings().model_copy(update={"kb": kb})).state.state.chunks
+
+    def headings(entry: dict) -> tuple[str, ...]:
+        hold = [c for c in chunks if c.doc_id == entry["doc_id"]
+                and any(c.start <= a < c.end for a, _ in entry["pieces"])]
+        return tuple(dict.fromkeys(h for c in hold for h in c.heading_path))
+
+    return headings
+
+
+def recheck(rows: list[dict], kb: str | None = None) -> list[dict]:
     """Rows whose answers pass the current citation/support step again (rag.chain.check_answer on the recorded
     model text), so a change of the support rules is measured without generating again."""
     from rag.chain import check_answer
@@ -29,13 +46,14 @@ def recheck(rows: list[dict]) -> list[dict]:
 
     embed = load_embedder(load_settings()).encode_queries
     out = []
+    headings = _headings_of(kb) if kb else lambda e: ()
     for r in rows:
         text = r["draft"] if r["refusal_reason"] in REFUSED_AFTER_CHECK else r["answer"]
         if r["refused"] and r["refusal_reason"] not in REFUSED_AFTER_CHECK:
             out.append(r)
             continue
-        sources = [Source(e["n"], (Chunk("", e["doc_id"], e["text"], ""),), "", "", e["text"], e["n"])
-                   for e in r["evidence"]]
+        sources = [Source(e["n"], (Chunk("", e["doc_id"], e["text"], "", heading_path=tuple(e.get("headings") or headings(e))),),
+                          e.get("title", ""), "", e["text"], e["n"]) for e in r["evidence"]]
         checked = check_answer(text, sources, embed, r["standalone_question"])
         refused = bool(checked.refusal)
         recall = None if r["verdicts"]["phrase_recall"] is None else \
@@ -108,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         answers = {i.id: i.answers for i in load_qa(args.qa)}
         rows = [r | {"answers": answers.get(r["id"], [])} for r in rows]
     if args.recheck:
-        rows = recheck(rows)
+        rows = recheck(rows, args.kb)
     if args.save:
         args.save.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     grid = [replay(rows, p / 100, s / 100, args.answer_type) for p in range(0, 100, 5) for s in range(0, 100, 2)]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.evidence import GAP
-from rag.facts import LIST_NUMBER, missing_facts
+from rag.facts import LIST_NUMBER, missing_facts, unnamed_subjects
 from rag.prompt import Source
 from rag.records import Citation
 from rag.text import (
@@ -181,24 +181,36 @@ def statements(text: str) -> str:
     return "\n".join(LIST_NUMBER.sub("", s.removeprefix(GAP.lstrip())) for s in split_sentences(text) if not is_question(s))
 
 
+def source_headings(source: Source) -> tuple[str, ...]:
+    """The headings above a source's chunks, outermost first, each once."""
+    return tuple(dict.fromkeys(h for c in source.chunks for h in c.heading_path))
+
+
+def source_labels(source: Source) -> str:
+    """What names a source's subject besides its text: its document's title and the headings above it."""
+    return "\n".join([source.title, *source_headings(source)])
+
+
 def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:
     vectors = np.asarray(embed(sentences + texts), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     return vectors[: len(sentences)] @ vectors[len(sentences):].T
 
 
-def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, known: str = "",
+def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, known: str = "", labels: str = "",
                    threshold: float = SUPPORT_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> tuple[float, list[str], bool]:
     """(lexical support, missing facts, supported) of one sentence against the text it cites.
 
-    A number or named term the cited text lacks makes the sentence unsupported whatever its overlap;
+    A number or named term the cited text lacks makes the sentence unsupported whatever its overlap, and
+    so does a subject the question names that neither the cited text nor its `labels` (headings, titles)
+    name (`unnamed_subjects`);
     otherwise enough lexical overlap makes it supported, or, where words cannot be compared (an answer
     in another language than its source, a claim of a few characters), a high enough embedding cosine.
     In the same language the cosine says "about the same topic", not "says the same": on the dev run
     it passed invented explanations assembled from a source's headings (lexical 0.1-0.4, e5 cosine ~0.9).
     """
     lexical = lexical_support(sentence, cited_text)
-    missing = missing_facts(sentence, cited_text, known)
+    missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(sentence, known, cited_text + "\n" + labels)
     by_meaning = cosine is not None and cosine >= cosine_threshold and not _words_comparable(sentence, cited_text)
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
 
@@ -226,6 +238,7 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     marker must not slip an invented figure, or invented steps, past the check.
     """
     stated = {s.n: statements(s.text) for s in sources}
+    labels = {s.n: source_labels(s) for s in sources}
     everything = "\n".join(stated.values())
     sentences = split_sentences(answer_text)
     cited = [tuple(n for n in dict.fromkeys(marker_numbers(s)) if n in stated) for s in sentences]
@@ -241,14 +254,16 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
             continue
         if not numbers:
             any_cos = float(cos[i].max()) if cos is not None else None
-            lexical, missing, ok = judge_sentence(sentence, everything, any_cos, known=question, threshold=threshold,
+            lexical, missing, ok = judge_sentence(sentence, everything, any_cos, known=question,
+                                                  labels="\n".join(labels.values()), threshold=threshold,
                                                   cosine_threshold=cosine_threshold)
             out.append(SentenceSupport(sentence, (), round(lexical, 3), any_cos, "uncited" if ok else "unsupported",
                                        tuple(missing)))
             continue
         cited_text = "\n".join(stated[n] for n in numbers)
         best_cos = float(max(cos[i, order.index(n)] for n in numbers)) if cos is not None else None
-        lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, known=question, threshold=threshold,
+        lexical, missing, ok = judge_sentence(sentence, cited_text, best_cos, known=question,
+                                              labels="\n".join(labels[n] for n in numbers), threshold=threshold,
                                               cosine_threshold=cosine_threshold)
         out.append(SentenceSupport(sentence, numbers, round(lexical, 3), best_cos,
                                    "supported" if ok else "unsupported", tuple(missing)))
@@ -291,18 +306,19 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     if not sentences or not sources:
         return answer_text, 0
     stated = [statements(s.text) for s in sources]
+    labels = [source_labels(s) for s in sources]
     numbers = [s.n for s in sources]
     cos = _cosines([strip_markers(s) for s in sentences], stated, embed) if embed else None
     best: dict[str, list[int]] = {}  # sentence -> the markers it gets
     for i, sentence in enumerate(sentences):
         def verdict(j: int, sentence: str = sentence, i: int = i) -> tuple[bool, float, int]:
             c = float(cos[i, j]) if cos is not None else None
-            lexical, _, ok = judge_sentence(sentence, stated[j], c, known=question, threshold=threshold,
+            lexical, _, ok = judge_sentence(sentence, stated[j], c, known=question, labels=labels[j], threshold=threshold,
                                             cosine_threshold=cosine_threshold)
             return ok, max(lexical, c or 0.0), numbers[j]
 
         cited = [numbers.index(n) for n in dict.fromkeys(marker_numbers(sentence)) if n in numbers]
-        if cited and _cited_support(sentence, [stated[j] for j in cited],
+        if cited and _cited_support(sentence, [stated[j] for j in cited], "\n".join(labels[j] for j in cited),
                                     [float(cos[i, j]) for j in cited] if cos is not None else None,
                                     question, threshold, cosine_threshold):
             alone = [numbers[j] for j in cited if verdict(j)[0]] if len(cited) > 1 else []
@@ -328,9 +344,9 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
     return "".join(out), changed
 
 
-def _cited_support(sentence: str, texts: list[str], cosines: list[float] | None, question: str, threshold: float,
+def _cited_support(sentence: str, texts: list[str], labels: str, cosines: list[float] | None, question: str, threshold: float,
                    cosine_threshold: float) -> bool:
     """Whether the sources a sentence cites, together, support it (as `support_check` judges it)."""
     best_cos = max(cosines) if cosines else None
-    return judge_sentence(sentence, "\n".join(texts), best_cos, known=question, threshold=threshold,
+    return judge_sentence(sentence, "\n".join(texts), best_cos, known=question, labels=labels, threshold=threshold,
                           cosine_threshold=cosine_threshold)[2]

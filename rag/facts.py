@@ -34,6 +34,9 @@ _BULLET, _CHECKBOX = r"[-*•·]\s*", r"\[[ xX]\]\s*"
 CHECKLIST_ITEM = re.compile(rf"\s*(?:{_BULLET})?{_CHECKBOX}")
 # A list item's number ("1.", "2、", "(3)", "• [x] 4.") is no fact, in an answer or in a source.
 LIST_NUMBER = re.compile(rf"^\s*(?:{_BULLET})?(?:{_CHECKBOX})?(?:\d{{1,2}}[.、)]|[(（]\d{{1,2}}[)）])\s*")
+# A term glossed in brackets: "奖励模型(RM)", "RM (Reward Model)", "RM(奖励模型)".
+_GLOSSED = re.compile(r"([A-Za-z][\w-]*)\s*[(（]([^()（）]{2,40})[)）]|([\u4e00-\u9fff]{2,12})\s*[(（]([A-Za-z][\w-]*)[)）]")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 # Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
 _COMMON_CAPITALIZED = frozenset(
     "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
@@ -134,12 +137,55 @@ def _term_found(term: str, cited: str) -> bool:
     return len(parts) > 1 and all(_term_found(p, cited) for p in parts if _is_term(p))
 
 
+def _plain(sentence: str) -> str:
+    """`sentence` without citation markers, a leading list number or a list item's bold label."""
+    return LIST_NUMBER.sub("", CITATION_MARK.sub("", _LABEL.sub("", normalize(sentence))))
+
+
+def _aliases(question: str) -> dict[str, str]:
+    """Terms the question glosses in brackets: '奖励模型(RM)' -> {'rm': '奖励模型'}, 'RM(奖励模型)' likewise."""
+    out = {}
+    for m in _GLOSSED.finditer(normalize(question)):
+        term, gloss = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        out[term.lower()] = gloss.lower()
+        if not _CJK.search(gloss):  # "BPE(Byte-Pair Encoding)": either names the other
+            out[gloss.lower()] = term.lower()
+    return out
+
+
+def _gloss_found(gloss: str, context: str) -> bool:
+    """The gloss, or its last 4+ characters ("训练奖励模型(RM)" glosses RM as "奖励模型" just as well)."""
+    if not _CJK.search(gloss):
+        return bool(gloss) and gloss in context
+    return any(gloss[i:] in context for i in range(max(1, len(gloss) - 3)))
+
+
+def unnamed_subjects(sentence: str, question: str, named_in: str) -> list[str]:
+    """The question's named terms that `sentence` repeats, when `named_in` (what the cited sources state,
+    with their headings and titles) names none of them; else [].
+
+    `missing_facts` lets a sentence repeat what the question names. That also lets a small model pin the
+    question's subject on another subject's sentence ("SentencePiece 的思路是…" cited to a source about
+    BPE; "GLM-130B 是由 OpenAI 发布的"): the sources must name at least one of the subjects the claim
+    is about - in their text, a heading above it or the document's title.
+    """
+    plain = _plain(sentence).lower()
+    repeated = [t for t in salient_terms(normalize(question)) if _term_found(t, plain)]
+    if not repeated:
+        return []
+    context = normalize(named_in).lower()
+    aliases = _aliases(question)
+    if any(_term_found(t, context) or _gloss_found(aliases.get(t.lower(), ""), context) for t in repeated):
+        return []
+    return sorted(t.lower() for t in repeated)
+
+
 def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
     """Numbers and named terms of `sentence` that neither the cited text nor `known` (e.g. the question) contains.
 
     Citation marker numbers, a leading list number and a list item's bold label are not facts.
     """
-    plain = LIST_NUMBER.sub("", CITATION_MARK.sub("", _LABEL.sub("", normalize(sentence))))
+    plain = _plain(sentence)
     context = normalize(cited_text + "\n" + known)
     have = numbers_in(context, quantities_only=True)  # the "一" of "一些" or "统一" is no 1
     missing = sorted(n for n in numbers_in(plain, quantities_only=True) if n not in have)

@@ -221,3 +221,29 @@ def test_a_co_cited_marker_whose_source_does_not_say_it_is_dropped():
     assert changed == 1 and marker_numbers(text) == [2]
     both = "LoRA 冻结原模型权重[1]，GQA 让每组查询头共享一对键和值[2]。"  # each source says half: both stay
     assert attribute_citations(both, SOURCES) == (both, 0)
+
+
+BPE = "子词分词技术，如 BPE，允许模型处理未见过的词汇，通过组合已知的子词单元。"
+
+
+def test_a_claim_about_the_questions_subject_needs_a_source_that_names_it():
+    answer = "SentencePiece 分词的基本思路是通过组合已知的子词单元来处理未见过的词汇。[1]"
+    question = "SentencePiece 分词的基本思路是什么？"
+    [about_bpe] = support_check(answer, [source(1, BPE, "tokenizer.md")], question=question)
+    assert about_bpe.status == "unsupported" and about_bpe.missing == ("sentencepiece",)
+    under = Chunk(id="t", doc_id="tokenizer.md", text=BPE, source="", heading_path=("分词", "SentencePiece 篇"))
+    [under_heading] = support_check(answer, [Source(1, (under,), "tokenizer.md", under.heading, BPE, 1)],
+                                    question=question)
+    assert under_heading.status == "supported"  # the heading above the text names the subject
+
+
+def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():
+    text = "系统默认使用 bge-m3 模型，向量维度为 1024。"
+    titled = Source(1, (Chunk("c", "检索原理.txt", text, ""),), "知库 DocQA 检索原理说明", "", text, 1)
+    [verdict] = support_check("知库 DocQA 默认使用 bge-m3 模型，向量维度为 1024。[1]", [titled],
+                              question="知库 DocQA 默认用哪个向量模型？")
+    assert verdict.status == "supported"
+    [glossed] = support_check("训练奖励模型(RM)的数据是成对的偏好比较。[1]",
+                              [source(1, "奖励模型的训练数据是成对的偏好比较：同一提示的两个回答。", "rm.md")],
+                              question="训练奖励模型(RM)的数据是什么格式？")
+    assert glossed.status == "supported"  # the question glosses RM as 奖励模型, which the source names

@@ -95,7 +95,7 @@ def load_configs(paths: Sequence[Path]) -> dict[str, dict]:
 
 def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
     """The JSON row of one answered question: the answer, its citations and the verdicts."""
-    from rag.cite import split_sentences, strip_markers
+    from rag.cite import source_headings, split_sentences, strip_markers
 
     judgeable = bool(item.evidence or item.doc_ids)
     citations = [{"n": c.n, "doc_id": c.chunk.doc_id, "heading": c.chunk.heading, "page": c.page,
@@ -111,8 +111,8 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
         "search_query": ans.search_query,
         "answer": ans.text, "refused": ans.refused, "refusal_reason": ans.refusal_reason, "answer_mode": ans.answer_mode,
         "notice": ans.notice, "draft": ans.draft, "answerable_p": ans.answerable_p, "evidence_score": ans.evidence_score,
-        "evidence": [{"n": s.n, "doc_id": s.doc_id, "text": s.text, "pieces": [list(p) for p in s.pieces]}
-                     for s in ans.evidence],
+        "evidence": [{"n": s.n, "doc_id": s.doc_id, "title": s.title, "headings": list(source_headings(s)),
+                      "text": s.text, "pieces": [list(p) for p in s.pieces]} for s in ans.evidence],
         "evidence_phrase_recall": None if not (item.answerable and item.answers) else
         answer_phrase_recall(" ".join(s.text for s in ans.evidence), item.answers),
         "answerable": item.answerable, "followup": bool(item.history),
