@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         args.save.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     grid = [replay(rows, p / 100, s / 100, args.answer_type) for p in range(0, 100, 5) for s in range(0, 100, 2)]
-    ok = sorted((g for g in grid if g["false_refusal"] <= args.max_false), key=lambda g: (-g["refusal"], -g["phrase_recall"]))
+    ok = sorted((g for g in grid if g["false_refusal"] <= args.max_false), key=lambda g: (-(g["refusal"] or 0), -(g["phrase_recall"] or 0)))
     print(f"{len(rows)} rows; recorded: {replay(rows, 0, 0)}")
     print(f"defaults (answerable_min_p 0.4): {replay(rows, 0.4, 0)}; with the answer-type rule: "
           f"{replay(rows, 0.4, 0, answer_type=True)}")

@@ -133,8 +133,19 @@ def _term_found(term: str, cited: str) -> bool:
         return True
     if any(eq in cited for v in variants for eq in glossary_equivalents(v)):
         return True
+    if _spelled_out(term, cited):
+        return True
     parts = [p for p in re.split(r"[-+._/]", term) if p]
     return len(parts) > 1 and all(_term_found(p, cited) for p in parts if _is_term(p))
+
+
+def _spelled_out(term: str, cited: str) -> bool:
+    """An acronym found as the words it stands for: 'GQA' in '… grouped-query attention …'."""
+    letters = term.removesuffix("s") if term[:-1].isupper() else term
+    if not (3 <= len(letters) <= 6 and letters.isalpha() and letters.isupper()):  # "AI" is "an input"
+        return False
+    words = r"[\s-]+".join(rf"{ch}[a-z]*" for ch in letters.lower())
+    return re.search(rf"(?<![a-z0-9]){words}(?![a-z0-9])", cited) is not None
 
 
 def _plain(sentence: str) -> str:
@@ -160,24 +171,44 @@ def _gloss_found(gloss: str, context: str) -> bool:
     return any(gloss[i:] in context for i in range(max(1, len(gloss) - 3)))
 
 
+def _names(question: str) -> list[tuple[str, ...]]:
+    """The question's named terms grouped into names: terms only a space apart are one name ("ZhiKu DocQA"),
+    others ("RoPE 和 ALiBi", "MQA and GQA") are separate names."""
+    salient = salient_terms(question)
+    names: list[list[str]] = []
+    end = None
+    for m in _LATIN_TERM.finditer(question):
+        if m.group(0) not in salient:
+            end = None
+            continue
+        if end is not None and not question[end:m.start()].strip():
+            names[-1].append(m.group(0))
+        else:
+            names.append([m.group(0)])
+        end = m.end()
+    return [tuple(n) for n in names]
+
+
 def unnamed_subjects(sentence: str, question: str, named_in: str) -> list[str]:
-    """The question's named terms that `sentence` repeats, when `named_in` (what the cited sources state,
-    with their headings and titles) names none of them; else [].
+    """The named subjects of the question that `sentence` repeats and `named_in` (what the cited sources
+    state, with their headings and titles) does not name; [] when it names each of them.
 
     `missing_facts` lets a sentence repeat what the question names. That also lets a small model pin the
     question's subject on another subject's sentence ("SentencePiece 的思路是…" cited to a source about
-    BPE; "GLM-130B 是由 OpenAI 发布的"): the sources must name at least one of the subjects the claim
-    is about - in their text, a heading above it or the document's title.
+    BPE; "RoPE 和 ALiBi 在长度外推上表现更好" cited to a source about ALiBi alone). A name of several
+    words is named by any of them ("ZhiKu DocQA" by a title "知库 DocQA …"); a term the question glosses
+    in brackets by its gloss.
     """
+    question = normalize(question)
     plain = _plain(sentence).lower()
-    repeated = [t for t in salient_terms(normalize(question)) if _term_found(t, plain)]
-    if not repeated:
-        return []
     context = normalize(named_in).lower()
     aliases = _aliases(question)
-    if any(_term_found(t, context) or _gloss_found(aliases.get(t.lower(), ""), context) for t in repeated):
-        return []
-    return sorted(t.lower() for t in repeated)
+
+    def named(term: str) -> bool:
+        return _term_found(term, context) or _gloss_found(aliases.get(term.lower(), ""), context)
+
+    repeated = [name for name in _names(question) if any(_term_found(t, plain) for t in name)]
+    return sorted(" ".join(name).lower() for name in repeated if not any(named(t) for t in name))
 
 
 def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:

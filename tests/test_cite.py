@@ -204,9 +204,17 @@ def test_a_wrong_marker_moves_to_the_source_that_supports_the_sentence():
 
 
 def test_a_name_the_question_gives_does_not_stop_a_marker_moving():
-    answer = "ZhiKu 的 GQA 把查询头分成若干组，每组共享一对键和值。[1]"
-    assert attribute_citations(answer, SOURCES)[1] == 0  # the source does not name ZhiKu
-    assert marker_numbers(attribute_citations(answer, SOURCES, question="ZhiKu 的 GQA 怎么分组？")[0]) == [2]
+    answer, question = "ZhiKu 的 GQA 把查询头分成若干组，每组共享一对键和值。[1]", "ZhiKu 的 GQA 怎么分组？"
+    assert attribute_citations(answer, SOURCES)[1] == 0  # no source names ZhiKu
+    assert attribute_citations(answer, SOURCES, question=question)[1] == 0  # nor does the question make it so
+    titled = [SOURCES[0], source(2, GQA, "ZhiKu 架构说明.md", 40)]  # the document's title names it
+    assert marker_numbers(attribute_citations(answer, titled, question=question)[0]) == [2]
+
+
+def test_an_acronym_is_named_by_the_words_it_stands_for():
+    spelled = source(1, "Grouped-query Attention 把查询分成多个组，每组共享一对键值。", "gqa.md")
+    [verdict] = support_check("GQA 把查询分成多个组，每组共享一对键值。[1]", [spelled], question="GQA 是怎么做的？")
+    assert verdict.status == "supported" and verdict.missing == ()
 
 
 def test_a_supporting_marker_stays_and_an_unsupported_sentence_keeps_its_own():
@@ -235,6 +243,10 @@ def test_a_claim_about_the_questions_subject_needs_a_source_that_names_it():
     [under_heading] = support_check(answer, [Source(1, (under,), "tokenizer.md", under.heading, BPE, 1)],
                                     question=question)
     assert under_heading.status == "supported"  # the heading above the text names the subject
+    alibi = source(1, "ALiBi 通过引入线性偏置改进自注意力机制，提高模型在长度外推问题上的性能。", "alibi.md")
+    [both] = support_check("RoPE 和 ALiBi 在长度外推问题上的性能更好。[1]", [alibi],
+                           question="在长度外推上，RoPE 和 ALiBi 哪个表现更好？")
+    assert both.status == "unsupported" and both.missing == ("rope",)  # each of two names must be named
 
 
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():

@@ -93,9 +93,9 @@ def test_an_uncited_invented_figure_is_unsupported_and_the_question_is_not_inven
     assert invented.status == "unsupported" and invented.missing == ("0.1",)
     (plain,) = support_check("它会随机丢弃适配器层。", sources)
     assert plain.status == "uncited"
-    (repeated,) = support_check("AdapterDrop drops the adapter layers of Llama 2 at random [1].", sources,
-                                question="Does AdapterDrop drop adapter layers of Llama 2?")
-    assert repeated.missing == ()  # the source names one of the subjects; the rest the question gives
+    (repeated,) = support_check("AdapterDrop drops 2 adapter layers at random [1].", sources,
+                                question="Does AdapterDrop drop 2 adapter layers?")
+    assert repeated.missing == ()  # the figure the question gives; the subject the source names
     (swapped,) = support_check("Llama 2 drops adapter layers at random [1].", sources,
                                question="Does Llama 2 drop adapter layers?")
     assert swapped.missing == ("llama",)  # but not a subject that the source never names
