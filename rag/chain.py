@@ -3,7 +3,7 @@
 question -> condense follow-up -> translate (cross-lingual) -> retrieve -> rerank -> select evidence
 (reported at once) -> refuse on weak evidence, when the question asks for a year or a quantity the
 evidence does not state, or when the notes list the question without answering it -> answerability
-check -> generate (streamed) ->
+check -> generate (streamed; a refusal over sources in the other language asked once more, rag.generate) ->
 parse [n] -> attribute -> support check (invented facts refuse or are removed) -> Answer.
 
 With `answer_mode = "extractive"`, or when the LLM cannot be reached, the best evidence sentences
@@ -29,6 +29,7 @@ from rag.cite import (
     support_check,
 )
 from rag.evidence import Evidence, select_evidence
+from rag.generate import draft_answer
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
 from rag.prompt import (
     Source,
@@ -333,26 +334,31 @@ def answer(
             if p_yes is not None and p_yes < settings.answerable_min_p:
                 logger.info("refusing: P(sources hold the answer) = %.2f", p_yes)
                 return result(refused="check", answerable_p=p_yes)
+        def shown(piece: str) -> None:
+            clock.mark("first_token")  # the first piece the reader sees
+            if on_token:
+                on_token(piece)
+
+        cross = settings.cross_lingual_retry and language(" ".join(s.text for s in found.sources)) != lang
         with clock.stage("generate"):
-            stream = llm.stream(messages, temperature=settings.temperature, max_tokens=settings.max_tokens)
-            for piece in stream:
-                clock.mark("first_token")
-                if on_token:
-                    on_token(piece)
+            draft = draft_answer(llm, messages, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                                 on_token=shown, refused=lambda text: detect_refusal(text, lang),
+                                 retry=build_messages(asked, found.sources, history, lang=lang, cross=True,
+                                                      history_turns=settings.history_turns) if cross else None)
     except LLMUnavailable as e:
         logger.warning("LLM unreachable, answering with the evidence sentences: %s", e)
         evidence = found.evidence or select_evidence(
             found.query, found.hits, documents=retriever.state.documents, embedder=retriever.embedder,
             budget_tokens=settings.evidence_tokens)
         return _extractive(evidence, result, settings, notice=f"llm_unavailable: {e}")
-    usage = {"prompt_tokens": stream.prompt_tokens or _estimate(messages), "completion_tokens": stream.completion_tokens}
-
-    if detect_refusal(stream.text, lang):
-        return result(refused="model", answerable_p=p_yes, usage=usage, draft=stream.text)
-    checked = check_answer(stream.text, found.sources, retriever.embedder.encode_queries, found.standalone)
+    usage = {"prompt_tokens": draft.prompt_tokens or _estimate(messages), "completion_tokens": draft.completion_tokens,
+             "generations": 2 if draft.retried else 1}
+    if detect_refusal(draft.text, lang):
+        return result(refused="model", answerable_p=p_yes, usage=usage, draft=draft.text)
+    checked = check_answer(draft.text, found.sources, retriever.embedder.encode_queries, found.standalone)
     if checked.refusal:
         logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
-        return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=stream.text,
+        return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=draft.text,
                       unsupported_sentences=checked.unsupported)
     return result(checked.text, checked.citations, answerable_p=p_yes, usage=usage,
                   unsupported_sentences=checked.unsupported, removed_citations=checked.removed,

@@ -255,11 +255,16 @@ def bounded_history(history: Sequence[dict], turns: int) -> list[dict]:
 
 
 def build_messages(question: str, sources: Sequence[Source], history: Sequence[dict] = (), *,
-                   lang: str | None = None, history_turns: int = 4) -> list[dict]:
-    """System rules + the last `history_turns` turns + the user message with sources and question."""
+                   lang: str | None = None, history_turns: int = 4, cross: bool = False) -> list[dict]:
+    """System rules + the last `history_turns` turns + the user message with sources and question.
+
+    `cross`: the sources are in the other language; the rules are then written in theirs (`qa-cross`), the
+    answer asked for in the question's (the retry of a refusal: `rag.chain.cross_lingual`).
+    """
     lang = _lang(lang, question)
-    system, user = load_template(f"qa.{lang}").messages(
-        sources=format_sources(sources, lang), question=question.strip()
+    family, shown = ("qa-cross", "en" if lang == "zh" else "zh") if cross else ("qa", lang)
+    system, user = load_template(f"{family}.{lang}").messages(
+        sources=format_sources(sources, shown), question=question.strip()
     )
     return [system, *bounded_history(history, history_turns), user]
 

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # on, except for the embedded 0.5B model, whose yes/no probabilities do not separate the cases.
     answerability_check: Literal["auto", "on", "off"] = "auto"
     answerable_min_p: float = 0.4  # refuse below this P(yes) (README: chosen on the dev set); no logprobs: no check
+    # A question whose sources are in the other language, refused by the model: asked once more with the rules
+    # in the sources' language (prompts/qa-cross.*; README: measured)
+    cross_lingual_retry: bool = True
 
     # --- HTTP API (python -m rag.serve) ---------------------------------------------------------
     api_key: SecretStr = SecretStr("")  # RAG_API_KEY: when set, every /v1 call needs "Authorization: Bearer <key>"

@@ -22,7 +22,7 @@ from rag.prompt import (
 from rag.records import Chunk, Hit
 
 TEMPLATES = sorted(p.name.removesuffix(".md") for p in PROMPTS_DIR.glob("*.md"))
-EXPECTED = {"qa": {"sources", "question"}, "condense": {"history", "question"}, "refusal": {"closest"}, "check": set(),
+EXPECTED = {"qa": {"sources", "question"}, "qa-cross": {"sources", "question"}, "condense": {"history", "question"}, "refusal": {"closest"}, "check": set(),
             "translate": {"question"}}
 DOC = "".join(chr(0x4E00 + 7 * i) for i in range(100))  # 100 distinct CJK characters
 
@@ -41,7 +41,7 @@ def chunk(doc: str, start: int, end: int, *, text: str | None = None, heading=("
 def test_every_family_has_both_languages():
     families = {name.split(".")[0] for name in TEMPLATES}
     assert {f"{family}.{lang}" for family in families for lang in ("zh", "en")} == set(TEMPLATES)
-    assert {"qa", "condense", "refusal", "check", "translate"} == families
+    assert {"qa", "qa-cross", "condense", "refusal", "check", "translate"} == families
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
