@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rag import evidence as ev
@@ -53,16 +54,19 @@ def main(argv: list[str] | None = None) -> int:
           f"| {statistics.mean(tokens):.0f} |")
     weightings = [ev.RANK_WEIGHT, 0.0, 0.1, 0.2]
     for budget in [int(b) for b in args.budgets.split(",")]:
-        for w_rank in weightings if budget == settings.evidence_tokens else weightings[:1]:
+        for w_rank, heading in [(w, True) for w in weightings] + [(ev.RANK_WEIGHT, False)] \
+                if budget == settings.evidence_tokens else [(ev.RANK_WEIGHT, True)]:
             recalls, tokens = [], []
             for item, hits, scored, _ in prepared:
-                rescored = [ev.Sentence(s.doc_id, s.start, s.end, s.text, s.group, s.rank,
-                                        s.cosine + w_rank / s.rank, s.cosine, s.header) for s in scored]
+                # s.score - RANK_WEIGHT / rank: the better cosine, alone or under the heading; s.cosine: alone
+                rescored = [replace(s, score=(s.score - ev.RANK_WEIGHT / s.rank if heading else s.cosine) + w_rank / s.rank)
+                            for s in scored]
                 packed = ev.pack(rescored, hits, docs, budget)
                 text = format_sources(packed.sources)
                 recalls.append(answer_phrase_recall(text, item.answers))
                 tokens.append(estimate_tokens(text))
-            print(f"| evidence, rank weight {w_rank} | {budget} | {statistics.mean(recalls):.3f} | "
+            read = "alone or under its heading" if heading else "alone (before)"
+            print(f"| evidence, sentence {read}, rank weight {w_rank} | {budget} | {statistics.mean(recalls):.3f} | "
                   f"{statistics.mean(r == 1 for r in recalls):.3f} | {statistics.mean(tokens):.0f} |")
         recalls = []
         for item, hits, _scored, _ in prepared:  # the unanswered questions in the notes packed too (before: left out)
