@@ -59,3 +59,34 @@ def test_a_question_answered_by_the_next_line_is_no_unanswered_question():
     asked = [s.text for s in ev.candidate_sentences([Hit(chunk)], docs, questions=True) if s.asks]
     assert asked == ["• [x] 3. 涌现能力是啥原因?", "• [x] 4. 大模型LLM的架构介绍?"]
     assert "请清除浏览器缓存后重新登录。" in [s.text for s in ev.candidate_sentences([Hit(chunk)], docs)]
+
+
+def _doc_chunks(doc_id: str, sections: list[tuple[tuple[str, ...], str]]):
+    """A document of sections and one chunk per section, with exact offsets."""
+    text, chunks = "", []
+    for n, (path, body) in enumerate(sections):
+        chunks.append(Chunk(f"{doc_id}{n}", doc_id, body, f"/x/{doc_id}", heading_path=path,
+                            start=len(text), end=len(text) + len(body)))
+        text += body + "\n\n"
+    return SimpleNamespace(text=text), chunks
+
+
+def test_a_sentence_is_read_under_its_section_heading_and_a_title_only_without_sections():
+    manual, (intro, section) = _doc_chunks("m", [(("部署手册",), "本手册说明如何部署系统。"),
+                                                 (("部署手册", "硬件要求"), "最少 8 GB 内存。")])
+    article, (body,) = _doc_chunks("a", [(("王家瑞",), "1995年8月，任市场流通司司长。")])
+    sentences = ev.candidate_sentences([Hit(intro), Hit(section), Hit(body)], {"m": manual, "a": article})
+    assert {s.text: s.heading for s in sentences} == {
+        "本手册说明如何部署系统。": "",  # the title of a manual with sections lifts nothing
+        "最少 8 GB 内存。": "硬件要求", "1995年8月，任市场流通司司长。": "王家瑞"}
+
+
+def test_the_heading_can_make_a_sentence_the_best_evidence(sample_retriever):
+    doc, (attention, conv) = _doc_chunks("n", [(("笔记", "自注意力机制的优点"), "可以建立全局的依赖关系，扩大图像的感受野。"),
+                                               (("笔记", "卷积网络"), "卷积网络的特点是参数共享，局部连接，计算量小。")])
+    question = "自注意力机制有什么优点？"
+    scored = ev.score_sentences(question, ev.candidate_sentences([Hit(conv), Hit(attention)], {"n": doc}),
+                                sample_retriever.embedder)
+    best = max(scored, key=lambda s: s.score)
+    assert best.text.startswith("可以建立全局的依赖关系")
+    assert best.score > best.cosine + ev.RANK_WEIGHT / best.rank  # the heading raised it
