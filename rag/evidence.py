@@ -29,7 +29,7 @@ from rag.records import Chunk, Hit
 from rag.text import is_question, sentence_spans
 
 RANK_WEIGHT = 0.05
-HEADED_SENTENCES = 16  # the best sentences (read alone) that are scored under their heading too
+HEADED_SENTENCES = 12  # the best sentences (read alone) also read under their heading (README: measured)
 MAX_SENTENCE_CHARS = 200  # longer "sentences" (lists without punctuation) are cut at commas
 MIN_WORD_CHARS = 4  # pieces with fewer letters/ideographs ("注:", "1.") are not evidence
 GAP = " … "  # between two packed pieces that are not adjacent in the document
