@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     llm_size: Literal["0.5b", "1.5b"] = "1.5b"  # bundled GGUF for the embedded server (README: measured choice)
     llm_threads: int = 0  # 0 = all cores (embedded server)
     llm_ctx: int = 4096  # context window of the embedded server
-    temperature: float = 0.1
+    temperature: float = 0.0  # greedy: the same question gets the same answer (README: 0.1 sampled a different draft for ~half)
     max_tokens: int = 384
     llm_timeout_s: float = 120.0
     llm_retries: int = 2
