@@ -25,6 +25,7 @@ from rag.prompt import Source
 from rag.records import Citation
 from rag.text import (
     CITATION_MARK,
+    CJK_CHAR,
     SENTENCE,
     is_question,
     language,
@@ -55,7 +56,6 @@ _REFUSAL_MAX_CHARS = {"zh": 80, "en": 240}  # longer texts with such a phrase ar
 _MARK = CITATION_MARK
 _NUM = re.compile(r"\d{1,3}|[-–]")
 _MARKS_RUN = re.compile(rf"^(?:\s*{_MARK.pattern})+")
-_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
 
 
@@ -147,7 +147,7 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _bigrams(text: str) -> set[str]:
-    chars = _CJK_CHAR.findall(text)
+    chars = CJK_CHAR.findall(text)
     return {a + b for a, b in zip(chars, chars[1:], strict=False)}
 
 

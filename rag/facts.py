@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from rag.text import CITATION_MARK, glossary_equivalents, normalize
+from rag.text import CITATION_MARK, CJK_CHAR, glossary_equivalents, normalize
 
 _ARABIC = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
 _ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
@@ -36,7 +36,6 @@ CHECKLIST_ITEM = re.compile(rf"\s*(?:{_BULLET})?{_CHECKBOX}")
 LIST_NUMBER = re.compile(rf"^\s*(?:{_BULLET})?(?:{_CHECKBOX})?(?:\d{{1,2}}[.、)]|[(（]\d{{1,2}}[)）])\s*")
 # A term glossed in brackets: "奖励模型(RM)", "RM (Reward Model)", "RM(奖励模型)".
 _GLOSSED = re.compile(r"([A-Za-z][\w-]*)\s*[(（]([^()（）]{2,40})[)）]|([\u4e00-\u9fff]{2,12})\s*[(（]([A-Za-z][\w-]*)[)）]")
-_CJK = re.compile(r"[\u4e00-\u9fff]")
 # Capitalized words that are no names: a capital mid-sentence on these is grammar or style.
 _COMMON_CAPITALIZED = frozenset(
     "i a an the this that these those it its in on at for to of and or but not no yes if when while with by from "
@@ -159,14 +158,14 @@ def _aliases(question: str) -> dict[str, str]:
     for m in _GLOSSED.finditer(normalize(question)):
         term, gloss = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
         out[term.lower()] = gloss.lower()
-        if not _CJK.search(gloss):  # "BPE(Byte-Pair Encoding)": either names the other
+        if not CJK_CHAR.search(gloss):  # "BPE(Byte-Pair Encoding)": either names the other
             out[gloss.lower()] = term.lower()
     return out
 
 
 def _gloss_found(gloss: str, context: str) -> bool:
     """The gloss, or its last 4+ characters ("训练奖励模型(RM)" glosses RM as "奖励模型" just as well)."""
-    if not _CJK.search(gloss):
+    if not CJK_CHAR.search(gloss):
         return bool(gloss) and gloss in context
     return any(gloss[i:] in context for i in range(max(1, len(gloss) - 3)))
 

@@ -17,7 +17,7 @@ TOKENIZER_VERSION = "jieba-0.42.1+terms1+stop1+snowball-en"
 # Zero-width and invisible formatting characters that NFKC keeps.
 _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
 _HSPACE = re.compile(r"[^\S\n]+")  # horizontal whitespace runs (NFKC already mapped NBSP/U+3000)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 _WORDLIKE = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
 _ENGLISH_WORD = re.compile(r"[a-z]+")
@@ -57,7 +57,7 @@ def strip_all_space(text: str) -> str:
 
 def script_counts(text: str) -> tuple[int, int]:
     """(CJK characters, Latin letters) in `text`."""
-    return len(_CJK.findall(text)), len(_LATIN.findall(text))
+    return len(CJK_CHAR.findall(text)), len(_LATIN.findall(text))
 
 
 def language_of_counts(cjk: int, latin: int) -> str:
