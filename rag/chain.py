@@ -343,8 +343,8 @@ def answer(
         with clock.stage("generate"):
             draft = draft_answer(llm, messages, temperature=settings.temperature, max_tokens=settings.max_tokens,
                                  on_token=shown, refused=lambda text: detect_refusal(text, lang),
-                                 retry=build_messages(asked, found.sources, history, lang=lang, cross=True,
-                                                      history_turns=settings.history_turns) if cross else None)
+                                 retry=(lambda: build_messages(asked, found.sources, history, lang=lang, cross=True,
+                                                               history_turns=settings.history_turns)) if cross else None)
     except LLMUnavailable as e:
         logger.warning("LLM unreachable, answering with the evidence sentences: %s", e)
         evidence = found.evidence or select_evidence(

@@ -8,7 +8,10 @@ not contain is unsupported whatever its word overlap (rag/cite.py). Glossary equ
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from rag.text import CITATION_MARK, CJK_CHAR, glossary_equivalents, normalize
 
@@ -152,7 +155,8 @@ def _plain(sentence: str) -> str:
     return LIST_NUMBER.sub("", CITATION_MARK.sub("", _LABEL.sub("", normalize(sentence))))
 
 
-def _aliases(question: str) -> dict[str, str]:
+@functools.lru_cache(maxsize=64)  # attribution judges every sentence against every source for one question
+def _aliases(question: str) -> Mapping[str, str]:
     """Terms the question glosses in brackets: '奖励模型(RM)' -> {'rm': '奖励模型'}, 'RM(奖励模型)' likewise."""
     out = {}
     for m in _GLOSSED.finditer(normalize(question)):
@@ -160,7 +164,7 @@ def _aliases(question: str) -> dict[str, str]:
         out[term.lower()] = gloss.lower()
         if not CJK_CHAR.search(gloss):  # "BPE(Byte-Pair Encoding)": either names the other
             out[gloss.lower()] = term.lower()
-    return out
+    return MappingProxyType(out)  # cached: read-only
 
 
 def _gloss_found(gloss: str, context: str) -> bool:
@@ -170,7 +174,8 @@ def _gloss_found(gloss: str, context: str) -> bool:
     return any(gloss[i:] in context for i in range(max(1, len(gloss) - 3)))
 
 
-def _names(question: str) -> list[tuple[str, ...]]:
+@functools.lru_cache(maxsize=64)
+def _names(question: str) -> tuple[tuple[str, ...], ...]:
     """The question's named terms grouped into names: terms only a space apart are one name ("ZhiKu DocQA"),
     others ("RoPE 和 ALiBi", "MQA and GQA") are separate names."""
     salient = salient_terms(question)
@@ -185,7 +190,7 @@ def _names(question: str) -> list[tuple[str, ...]]:
         else:
             names.append([m.group(0)])
         end = m.end()
-    return [tuple(n) for n in names]
+    return tuple(tuple(n) for n in names)
 
 
 def unnamed_subjects(sentence: str, question: str, named_in: str) -> list[str]:

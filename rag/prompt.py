@@ -259,7 +259,7 @@ def build_messages(question: str, sources: Sequence[Source], history: Sequence[d
     """System rules + the last `history_turns` turns + the user message with sources and question.
 
     `cross`: the sources are in the other language; the rules are then written in theirs (`qa-cross`), the
-    answer asked for in the question's (the retry of a refusal: `rag.chain.cross_lingual`).
+    answer asked for in the question's (the retry of a refusal: `rag.generate.draft_answer`).
     """
     lang = _lang(lang, question)
     family, shown = ("qa-cross", "en" if lang == "zh" else "zh") if cross else ("qa", lang)
