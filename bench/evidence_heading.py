@@ -4,7 +4,8 @@
 sentences of each answerable question (`rag.evidence.candidate_sentences`, its heading rule) read alone, and
 under their heading for all of them or the best k, plus the cheaper variants that were tried and dropped
 (a heading vector added to the sentence vector, a heading-cosine bonus, neighbour smoothing). Prints the
-key-phrase recall of the packed evidence at the default budget, and sentence-scoring p50 with a cold cache
+key-phrase recall of the packed evidence at the default budget and of the best two sentences (what an
+extractive answer quotes), and sentence-scoring p50 with a cold cache
 for k = 0, 8, 12, 16 (`rag.evidence.score_sentences`).
 """
 
@@ -66,15 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((item, hits, cands, (alone @ q, under @ q, heading @ q, _unit(alone), _unit(heading), q, has, prior)))
 
     def recall(name: str, score) -> None:
-        found = []
+        found, top_two = [], []
         for item, hits, cands, m in rows:
             if not cands:
                 found.append(0.0)
+                top_two.append(0.0)
                 continue
             scored = [replace(s, score=float(x)) for s, x in zip(cands, score(cands, *m), strict=True)]
             found.append(answer_phrase_recall(format_sources(ev.pack(scored, hits, docs, settings.evidence_tokens).sources),
                                               item.answers))
-        print(f"| {name} | {statistics.mean(found):.3f} | {statistics.mean(f == 1 for f in found):.3f} |")
+            best = sorted(scored, key=lambda s: -s.score)[:2]  # what an extractive answer quotes
+            top_two.append(answer_phrase_recall(" ".join(s.text for s in best), item.answers))
+        print(f"| {name} | {statistics.mean(found):.3f} | {statistics.mean(f == 1 for f in found):.3f} | "
+              f"{statistics.mean(top_two):.3f} |")
 
     def best_k(k: int):
         def score(c, a, u, h, A, H, q, has, prior):
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return score
 
     print(f"{len(rows)} answerable questions, budget {settings.evidence_tokens}\n")
-    print("| sentence read | key-phrase recall | all phrases |\n| --- | --- | --- |")
+    print("| sentence read | key-phrase recall | all phrases | top two sentences |\n| --- | --- | --- | --- |")
     recall("alone", lambda c, a, u, h, A, H, q, has, prior: a + prior)
     recall("alone or under its heading, every sentence", lambda c, a, u, h, A, H, q, has, prior: np.maximum(a, u) + prior)
     for k in (8, 12, 16):
@@ -101,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                _neighbours(c, a, b) + prior)
 
     timed = [(with_history(item.question, item.history), cands) for item, _, cands, _ in rows[: args.timed] if cands]
+    if not timed:
+        return 0
     default = ev.HEADED_SENTENCES
     print("\n| sentences read under their heading | scoring p50 (cold cache) |\n| --- | --- |")
     for k in (0, 8, 12, 16):
