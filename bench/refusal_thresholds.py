@@ -105,7 +105,8 @@ def citation_precision(rows: list[dict], qa: Path, kb: str) -> float | None:
         for n in r.get("cited_now", [c["n"] for c in r["citations"]]):
             e = sources[n]
             doc = documents.get(e["doc_id"], "")
-            verdicts.append(any(judge.relevant(item, Chunk("", e["doc_id"], doc[a:b], "", start=a, end=b)) for a, b in e["pieces"]))
+            verdicts.append(any(judge.relevant(item, Chunk("", e["doc_id"], doc[a:b], "", start=a, end=b), restated=True)
+                                for a, b in e["pieces"]))
     return statistics.mean(verdicts) if verdicts else None
 
 

@@ -26,6 +26,17 @@ def test_evidence_rule_contains_straddles_and_doc_ids():
     assert judge.relevant(QAItem("q", "?", doc_ids=["d"]), _chunk(0, 3))
 
 
+def test_a_restatement_counts_for_citations_only():
+    """The notes say a fact twice; the item names the second place as `restated`: a citation of it holds the
+    fact (restated=True), retrieval still looks for the labelled evidence alone."""
+    judge = RelevanceJudge({"d": DOC})
+    item = QAItem("q", "?", evidence=["KV Cache 缓存 key 和 value"], restated=["第三段讲位置编码"])
+    later = _chunk(DOC.index("第三段"), len(DOC))
+    assert not judge.relevant(item, later)
+    assert judge.relevant(item, later, restated=True)
+    assert not judge.relevant(item, _chunk(0, DOC.index("KV")), restated=True)
+
+
 def test_answer_metrics_fold_case_width_and_space():
     assert answer_phrase_recall("使用 ＫＶ cache 加速", ["kv cache", "显存"]) == 0.5
     assert char_f1("四分钟", "4分钟") == char_f1("4 分钟", "4分钟") * 2 / 3 or char_f1("4 分钟", "4分钟") == 1.0

@@ -127,13 +127,14 @@ def answer_row(item: QAItem, ans, judge: RelevanceJudge, top: int = 10) -> dict:
 
 
 def cited_relevant(item: QAItem, citation, judge: RelevanceJudge) -> bool:
-    """Whether what a citation points at holds the evidence: its evidence pieces when it has them, else its chunk."""
+    """Whether what a citation points at holds the evidence, or a restatement of it: its evidence pieces when it
+    has them, else its chunk."""
     from rag.records import Chunk
 
     if not citation.pieces:
-        return judge.relevant(item, citation.chunk)
+        return judge.relevant(item, citation.chunk, restated=True)
     return any(judge.relevant(item, Chunk(id="", doc_id=citation.chunk.doc_id, text=q["text"], source="",
-                                          start=q["start"], end=q["end"])) for q in citation.quotes())
+                                          start=q["start"], end=q["end"]), restated=True) for q in citation.quotes())
 
 
 def judge_faithful(client, ans) -> bool | None:

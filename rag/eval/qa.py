@@ -23,6 +23,7 @@ class QAItem:
     question: str
     answers: list[KeyPhrase] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
+    restated: list[str] = field(default_factory=list)  # the same fact stated elsewhere (bench.restated_evidence)
     answerable: bool = True
     doc_ids: list[str] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
@@ -87,12 +88,14 @@ class RelevanceJudge:
             self._stripped[doc_id] = StrippedDoc(self._raw[doc_id])
         return self._stripped.get(doc_id)
 
-    def relevant(self, item: QAItem, chunk: Chunk) -> bool:
-        """Contains an evidence string, covers half of an occurrence of one, or is in doc_ids."""
+    def relevant(self, item: QAItem, chunk: Chunk, *, restated: bool = False) -> bool:
+        """Contains an evidence string, covers half of an occurrence of one, or is in doc_ids; with
+        `restated`, the item's restatements of its evidence count as evidence too (citations: a passage
+        that states the fact holds it wherever the notes say it)."""
         if chunk.doc_id in item.doc_ids:
             return True
         body = strip_all_space(chunk.text)
-        needles = [strip_all_space(e) for e in item.evidence if e.strip()]
+        needles = [strip_all_space(e) for e in (*item.evidence, *(item.restated if restated else ())) if e.strip()]
         if any(n in body for n in needles):
             return True
         doc = self._doc(chunk.doc_id) if needles else None
