@@ -37,6 +37,7 @@ from rag.text import (
 
 SUPPORT_THRESHOLD = 0.5
 COSINE_THRESHOLD = 0.80
+CONTRIBUTES = 0.25  # share of an uncited sentence's words a source must hold to be one it draws on (_contributors)
 SHORT_CLAIM_CHARS = 8  # "不会掉点。": too few characters for overlap to mean anything
 
 REFUSAL_SENTINELS = {"zh": "无法回答", "en": "NOT_IN_DOCUMENTS"}
@@ -51,6 +52,8 @@ _WEAK_REFUSAL_PHRASES = (
     "没有找到", "未找到", "没有提到", "未提及", "没有相关信息", "not contain", "no information",
     "not mentioned", "do not mention", "does not mention",
 )
+# The sentinel misspelt: "不能回答[1]" (dev zh-010) opens with it and says nothing else.
+_REFUSAL_OPENINGS = ("不能回答",)
 _REFUSAL_MAX_CHARS = {"zh": 80, "en": 240}  # longer texts with such a phrase are real answers
 
 _MARK = CITATION_MARK
@@ -198,7 +201,8 @@ def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndar
 
 
 def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, known: str = "", labels: str = "",
-                   threshold: float = SUPPORT_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD) -> tuple[float, list[str], bool]:
+                   threshold: float = SUPPORT_THRESHOLD, cosine_threshold: float = COSINE_THRESHOLD,
+                   named_in: str | None = None) -> tuple[float, list[str], bool]:
     """(lexical support, missing facts, supported) of one sentence against the text it cites.
 
     A number or named term the cited text lacks makes the sentence unsupported whatever its overlap, and
@@ -208,9 +212,11 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     in another language than its source, a claim of a few characters), a high enough embedding cosine.
     In the same language the cosine says "about the same topic", not "says the same": on the dev run
     it passed invented explanations assembled from a source's headings (lexical 0.1-0.4, e5 cosine ~0.9).
+    `named_in` (default: the cited text and its labels) is where the question's subjects must be named.
     """
     lexical = lexical_support(sentence, cited_text)
-    missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(sentence, known, cited_text + "\n" + labels)
+    named_in = cited_text + "\n" + labels if named_in is None else named_in
+    missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(sentence, known, named_in)
     by_meaning = cosine is not None and cosine >= cosine_threshold and not _words_comparable(sentence, cited_text)
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
 
@@ -255,8 +261,8 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
         if not numbers:
             any_cos = float(cos[i].max()) if cos is not None else None
             lexical, missing, ok = judge_sentence(sentence, everything, any_cos, known=question,
-                                                  labels="\n".join(labels.values()), threshold=threshold,
-                                                  cosine_threshold=cosine_threshold)
+                                                  threshold=threshold, cosine_threshold=cosine_threshold,
+                                                  named_in=_contributors(sentence, stated, labels))
             out.append(SentenceSupport(sentence, (), round(lexical, 3), any_cos, "uncited" if ok else "unsupported",
                                        tuple(missing)))
             continue
@@ -270,13 +276,25 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     return out
 
 
+def _contributors(sentence: str, stated: dict[int, str], labels: dict[int, str]) -> str:
+    """What the sources an uncited sentence draws on state, with their labels: where the question's subjects
+    must be named. Judged against all sources together, "SentencePiece分词的基本思路是通过组合已知的子词
+    单元…" passed: its words came from a passage about BPE, "SentencePiece" from a table of contents
+    ("• [x] SentencePiece 篇"). A source contributes when it holds CONTRIBUTES of the sentence's words; where
+    words cannot be compared (another language) every source counts."""
+    everything = "\n".join(stated.values())
+    if not _words_comparable(sentence, everything):
+        return everything + "\n" + "\n".join(labels.values())
+    return "\n".join(f"{stated[n]}\n{labels[n]}" for n in stated if lexical_support(sentence, stated[n]) >= CONTRIBUTES)
+
+
 def detect_refusal(text: str, lang: str | None = None) -> bool:
     """True for an empty answer, the sentinel, or a short "not in the documents" paraphrase."""
     body = strip_markers(normalize(text)).strip().strip("。.!！\"'“”「」*` ")
     if not body:
         return True
     lowered = body.lower()
-    if any(lowered.startswith(s.lower()) for s in REFUSAL_SENTINELS.values()):
+    if any(lowered.startswith(s.lower()) for s in (*REFUSAL_SENTINELS.values(), *_REFUSAL_OPENINGS)):
         return True
     lang = lang or language(body)
     if len(body) > _REFUSAL_MAX_CHARS.get(lang, 240):

@@ -162,6 +162,8 @@ def test_list_numbers_of_packed_pieces_are_no_statements():
         pytest.param("The documents do not contain this information.", True, id="en-paraphrase"),
         pytest.param("I cannot answer from the documents.", True, id="en-cannot"),
         pytest.param("资料中没有提到。", True, id="zh-not-mentioned"),
+        pytest.param("不能回答[1]", True, id="zh-sentinel-misspelt"),
+        pytest.param("没有检索时大模型不能回答最新的问题[1]。", False, id="zh-cannot-inside-an-answer"),
         pytest.param("", True, id="empty"),
         pytest.param("LoRA 冻结原模型权重[1]。", False, id="real-answer"),
         pytest.param("The encoder does not contain a causal mask [2].", False, id="cited-not-contain"),
@@ -247,6 +249,19 @@ def test_a_claim_about_the_questions_subject_needs_a_source_that_names_it():
     [both] = support_check("RoPE 和 ALiBi 在长度外推问题上的性能更好。[1]", [alibi],
                            question="在长度外推上，RoPE 和 ALiBi 哪个表现更好？")
     assert both.status == "unsupported" and both.missing == ("rope",)  # each of two names must be named
+
+
+def test_an_uncited_claim_needs_its_subject_named_by_a_source_it_draws_on():
+    """Uncited, the sentence is judged against all sources together; the subject must still be named where
+    its words come from, not only in a table of contents listing "SentencePiece 篇"."""
+    answer = "SentencePiece 分词的基本思路是通过组合已知的子词单元来处理未见过的词汇。"
+    question = "SentencePiece 分词的基本思路是什么？"
+    toc = source(2, "• [x] WordPiece 篇\n• [x] SentencePiece 篇", "toc.md")
+    [verdict] = support_check(answer, [source(1, BPE, "tokenizer.md"), toc], question=question)
+    assert verdict.status == "unsupported" and verdict.missing == ("sentencepiece",)
+    named = source(2, "SentencePiece 把文本当作字符序列，也通过组合已知的子词单元处理未见过的词汇。", "sp.md")
+    [verdict] = support_check(answer, [source(1, BPE, "tokenizer.md"), named], question=question)
+    assert verdict.status == "uncited"  # drawn on a source that names it: supported together, as before
 
 
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():
