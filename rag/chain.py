@@ -28,7 +28,7 @@ from rag.cite import (
     strip_markers,
     support_check,
 )
-from rag.evidence import Evidence, select_evidence
+from rag.evidence import Evidence, followers, select_evidence
 from rag.generate import draft_answer
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
 from rag.prompt import (
@@ -166,13 +166,15 @@ def find(question: str, history: Sequence[dict], *, settings: Settings, retrieve
 
 
 def extractive_text(evidence: Evidence, sources: Sequence[Source], n_sentences: int) -> str:
-    """The best evidence sentences, best first, each followed by the marker of its source."""
+    """The best evidence sentences, best first, each with the sentences it brought along (a lead-in's first
+    item: rag.evidence.followers) and followed by the marker of its source."""
     number = {(piece, s.doc_id): s.n for s in sources for piece in s.pieces}
     lines = []
     for sentence in evidence.picked[:n_sentences]:
         n = number.get(((sentence.start, sentence.end), sentence.doc_id))
         if n is not None:
-            lines.append(f"{sentence.text.strip()} [{n}]")
+            brought = [f.text.strip() for f in followers(sentence) if ((f.start, f.end), f.doc_id) in number]
+            lines.append(f"{' '.join([sentence.text.strip(), *brought])} [{n}]")
     return "\n\n".join(lines)
 
 
@@ -212,9 +214,10 @@ class Checked:
 def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, question: str = "") -> Checked:
     """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
 
-    The answer is refused when its key claim (`key_claim`) or every judged sentence is unsupported, or when
-    no sentence of it can be tied to a source: an uncited claim is no answer "from the documents". Judged:
-    every sentence but the uncited ones the sources support together.
+    The answer is refused when its key claim (`key_claim`) or every judged sentence is unsupported, when all
+    it supports is a lead-in ("构建SFT指令微调数据需要以下步骤:" and then a question copied from the notes),
+    or when no sentence of it can be tied to a source: an uncited claim is no answer "from the documents".
+    Judged: every sentence but the uncited ones the sources support together.
     """
     embed = _remembered(embed)  # attribution and the support check embed the same sources
     citations, removed, text = parse_citations(text, sources)
@@ -235,7 +238,8 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
                           pieces=_pieces(sources, c.n)) for c in citations]
     refusal = ""
-    if judged and (key_claim(judged).status == "unsupported" or len(unsupported) == len(judged)) or not text:
+    announced_only = all(_LEAD_IN.search(strip_markers(s.text)) for s in judged if s.status == "supported")
+    if judged and (key_claim(judged).status == "unsupported" or announced_only) or not text:
         refusal = "unsupported"
     elif not citations:
         refusal = "uncited"

@@ -216,9 +216,16 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     """
     lexical = lexical_support(sentence, cited_text)
     named_in = cited_text + "\n" + labels if named_in is None else named_in
-    missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(sentence, known, named_in)
+    # a bare answer ("BPE[1]" to "BERT采用的是哪一种子词切分方法?") is about every subject the question names
+    about = known if _is_bare(sentence) else sentence
+    missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(about, known, named_in)
     by_meaning = cosine is not None and cosine >= cosine_threshold and not _words_comparable(sentence, cited_text)
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
+
+
+def _is_bare(sentence: str) -> bool:
+    """A claim of a few characters: the answer alone, its subject left to the question."""
+    return len(_HAS_WORD.findall(strip_markers(sentence))) <= SHORT_CLAIM_CHARS
 
 
 def _words_comparable(sentence: str, cited_text: str) -> bool:
@@ -226,7 +233,7 @@ def _words_comparable(sentence: str, cited_text: str) -> bool:
     source uses (a Chinese sentence and a source with Chinese in it, even a list of English headings
     with "篇" after each; an English sentence and an English source)."""
     claim = strip_markers(sentence)
-    if len(_HAS_WORD.findall(claim)) <= SHORT_CLAIM_CHARS:
+    if _is_bare(claim):
         return False
     cjk, latin = script_counts(cited_text)
     return bool(cjk) if language(claim) == "zh" else language_of_counts(cjk, latin) == "en"

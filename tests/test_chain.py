@@ -46,6 +46,13 @@ def test_a_lead_in_sentence_is_not_the_key_claim():
     assert invented.refusal == "unsupported"
 
 
+def test_an_answer_that_only_announces_a_list_is_refused():
+    """The notes list the question and nothing under it: a supported lead-in and a copied question are no answer."""
+    sft = _source(1, "构建SFT指令微调数据需要以下步骤:\n1、训练中文大模型有啥经验?")
+    checked = check_answer("构建SFT指令微调数据需要以下步骤:[1] 1、训练中文大模型有啥经验?", [sft], None)
+    assert checked.refusal == "unsupported"
+
+
 def test_answers_with_valid_citations_and_timings(sample_settings, sample_retriever, llm):
     pieces = []
     ans = answer("BM25 中的参数 b = 0.75 控制的是什么？", settings=sample_settings, retriever=sample_retriever,

@@ -264,6 +264,16 @@ def test_an_uncited_claim_needs_its_subject_named_by_a_source_it_draws_on():
     assert verdict.status == "uncited"  # drawn on a source that names it: supported together, as before
 
 
+def test_a_bare_answer_is_about_the_questions_subject():
+    """"BPE[1]" to "BERT 用哪种子词切分?" claims BERT uses BPE: its source must name BERT."""
+    question = "BERT采用的是哪一种子词(subword)切分方法?"
+    [bare] = support_check("BPE[1]", [source(1, BPE, "tokenizer.md")], question=question)
+    assert bare.status == "unsupported" and bare.missing == ("bert",)
+    named = source(1, "BERT 使用 WordPiece 切分子词，GPT-2 使用 BPE。", "bert.md")
+    [bare] = support_check("WordPiece[1]", [named], question=question)
+    assert bare.status == "supported"
+
+
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():
     text = "系统默认使用 bge-m3 模型，向量维度为 1024。"
     titled = Source(1, (Chunk("c", "检索原理.txt", text, ""),), "知库 DocQA 检索原理说明", "", text, 1)
