@@ -54,20 +54,21 @@ def main(argv: list[str] | None = None) -> int:
           f"| {statistics.mean(tokens):.0f} |")
     weightings = [ev.RANK_WEIGHT, 0.0, 0.1, 0.2]
     for budget in [int(b) for b in args.budgets.split(",")]:
-        for w_rank, heading in [(w, True) for w in weightings] + [(ev.RANK_WEIGHT, False)] \
-                if budget == settings.evidence_tokens else [(ev.RANK_WEIGHT, True)]:
+        for w_rank, heading, follow in [(w, True, True) for w in weightings] + [(ev.RANK_WEIGHT, False, True),
+                                                                              (ev.RANK_WEIGHT, True, False)] \
+                if budget == settings.evidence_tokens else [(ev.RANK_WEIGHT, True, True), (ev.RANK_WEIGHT, True, False)]:
             recalls, tokens = [], []
             for item, hits, scored, _ in prepared:
                 # s.score - RANK_WEIGHT / rank: the better cosine, alone or under the heading; s.cosine: alone
                 rescored = [replace(s, score=(s.score - ev.RANK_WEIGHT / s.rank if heading else s.cosine) + w_rank / s.rank)
                             for s in scored]
-                packed = ev.pack(rescored, hits, docs, budget)
+                packed = ev.pack(rescored, hits, docs, budget, follow=follow)
                 text = format_sources(packed.sources)
                 recalls.append(answer_phrase_recall(text, item.answers))
                 tokens.append(estimate_tokens(text))
             read = "alone or under its heading" if heading else "alone (before)"
-            print(f"| evidence, sentence {read}, rank weight {w_rank} | {budget} | {statistics.mean(recalls):.3f} | "
-                  f"{statistics.mean(r == 1 for r in recalls):.3f} | {statistics.mean(tokens):.0f} |")
+            print(f"| evidence, sentence {read}, rank weight {w_rank}{'' if follow else ', no followers'} | {budget} | "
+                  f"{statistics.mean(recalls):.3f} | {statistics.mean(r == 1 for r in recalls):.3f} | {statistics.mean(tokens):.0f} |")
         recalls = []
         for item, hits, _scored, _ in prepared:  # the unanswered questions in the notes packed too (before: left out)
             asked = ev.score_sentences(with_history(item.question, item.history),

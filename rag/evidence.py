@@ -9,7 +9,9 @@ Score of a sentence = e5 cosine(question, sentence) + RANK_WEIGHT / retrieval ra
 HEADED_SENTENCES best sentences are also read under their heading and keep the higher cosine: a
 sentence often leaves its subject to its heading ("优点:可以建立全局的依赖关系" under "自注意力机制"; a
 CMRC2018 paragraph under its article's title).
-The weight, the heading and the default budget were chosen by how many reference key phrases the packed
+A picked sentence brings along, within the budget, the sentences it hands over to (`followers`): a lead-in
+("可以采取以下方法:") its first item, an item its "这可能包括…" elaboration, where the answer often is.
+The weight, the heading, the followers and the default budget were chosen by how many reference key phrases the packed
 evidence holds (`python -m bench.evidence`, README); an idf-weighted term-overlap term was measured too
 and lowered that share (0.858 -> 0.835 at 320 tokens), so it is not used.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from rag.facts import CHECKLIST_ITEM
+from rag.facts import CHECKLIST_ITEM, LIST_NUMBER
 from rag.llm import estimate_tokens
 from rag.prompt import Source, document_title, group_hits
 from rag.records import Chunk, Hit
@@ -35,6 +37,11 @@ MIN_WORD_CHARS = 4  # pieces with fewer letters/ideographs ("注:", "1.") are no
 GAP = " … "  # between two packed pieces that are not adjacent in the document
 ANSWER_LOOKAHEAD = 400  # characters after a question searched for the sentence that follows it
 _CLAUSE_END = re.compile(r"[，,、：:]\s*")
+# A sentence that hands over to the next one: a lead-in ("可以采取以下方法:"), one item of an enumeration
+# cut at ";" ("(1)非线性激活:…;"), or the next one opens by pointing back ("这可能包括去除敏感信息、…").
+_LEADS_IN = re.compile(r"[：:;；]\s*$")
+_POINTS_BACK = re.compile(r"\s*(?:这|此|该|其|它|例如|比如|譬如|即|尤其|具体|包括|也就是)")
+MAX_FOLLOWERS = 2  # sentences a picked sentence may bring along that way
 _WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")
 
 
@@ -53,6 +60,7 @@ class Sentence:
     header: Sentence | None = None  # a table row's header row: scored with the row, packed before it
     asks: bool = False  # a question that no statement follows: scored, never packed (candidate_sentences)
     heading: str = ""  # the heading it may be read under (candidate_sentences; "" when none)
+    follower: Sentence | None = None  # the next sentence, when this one hands over to it (_with_followers)
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,33 @@ def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool
                 if len(_WORD_CHAR.findall(piece)) >= MIN_WORD_CHARS:
                     out.append(Sentence(doc_id, lo + a, lo + b, piece, group, rank, header=header, asks=asks))
                     paths.append(path)
-    return _with_headings(out, paths)
+    return _with_followers(_with_headings(out, paths), documents)
+
+
+def _with_followers(sentences: list[Sentence], documents: dict) -> list[Sentence]:
+    """Each sentence with the sentence after it when it hands over to it (`_LEADS_IN`, `_POINTS_BACK`) and
+    nothing but space and a list number lies between; a chain of at most MAX_FOLLOWERS. Packed together:
+    the details a lead-in announces, or a "这…" sentence, are where the answer often is (zh-090: "1. 数据清理
+    和预处理:…以确保数据符合合规要求。" is picked, "这可能包括去除敏感信息、匿名化处理、数据脱敏等操作。" holds the answer)."""
+    out = list(sentences)
+    for i in range(len(out) - 1, -1, -1):  # from the end, so a follower already carries its own follower
+        s, nxt = out[i], out[i + 1] if i + 1 < len(out) else None
+        if nxt is None or nxt.group != s.group or nxt.doc_id != s.doc_id or nxt.header or s.header:
+            continue
+        between = documents[s.doc_id].text[s.end:nxt.start]
+        if LIST_NUMBER.sub("", between).strip() or not (_LEADS_IN.search(s.text) or _POINTS_BACK.match(nxt.text)):
+            continue
+        out[i] = replace(s, follower=nxt)
+    return out
+
+
+def followers(s: Sentence) -> list[Sentence]:
+    """The sentences `s` brings along (at most MAX_FOLLOWERS), in document order."""
+    out, f = [], s.follower
+    while f is not None and len(out) < MAX_FOLLOWERS:
+        out.append(f)
+        f = f.follower
+    return out
 
 
 def _path_at(chunks: Sequence[Chunk], offset: int) -> tuple[str, ...]:
@@ -178,25 +212,32 @@ def score_sentences(query: str, sentences: list[Sentence], embedder) -> list[Sen
             for s, a, u, w in zip(sentences, alone, under, prior, strict=True)]
 
 
-def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_tokens: int) -> Evidence:
-    """The best sentences within `budget_tokens` (estimated), one source per chunk group, best group first."""
+def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_tokens: int, *,
+         follow: bool = True) -> Evidence:
+    """The best sentences within `budget_tokens` (estimated), one source per chunk group, best group first;
+    with `follow`, each with the sentences it hands over to (`followers`), as far as the budget allows."""
     if budget_tokens <= 0:
         raise ValueError(f"evidence budget must be > 0 tokens, got {budget_tokens}")
     ranked = sorted(scored, key=lambda s: -s.score)
-    picked, used, packed = [], 0, set()
+    picked, used, packed, brought = [], 0, set(), []
     for s in ranked:
+        if (s.doc_id, s.start) in packed:  # brought along by an earlier pick
+            continue
         header = s.header if s.header and (s.doc_id, s.header.start) not in packed else None
         cost = estimate_tokens(s.text) + 1 + (estimate_tokens(header.text) + 1 if header else 0)
         if used + cost > budget_tokens and picked:
             continue
+        more = [f for f in (followers(s) if follow else ()) if (f.doc_id, f.start) not in packed]
+        while more and used + cost + sum(estimate_tokens(f.text) + 1 for f in more) > budget_tokens:
+            more.pop()
         picked.append(s)
-        packed.add((s.doc_id, s.start))
-        if header:
-            packed.add((s.doc_id, header.start))
-        used += cost
+        brought.extend(more)
+        for piece in (s, *([header] if header else ()), *more):
+            packed.add((s.doc_id, piece.start))
+        used += cost + sum(estimate_tokens(f.text) + 1 for f in more)
     groups = group_hits(hits)
     by_group: dict[int, list[Sentence]] = {}
-    for s in picked:  # best first, so groups come out in order of their best sentence
+    for s in [*picked, *brought]:  # best first, so groups come out in order of their best sentence
         by_group.setdefault(s.group, []).append(s)
     sources = []
     for n, (group, sentences) in enumerate(by_group.items(), start=1):

@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     answer_mode: Literal["generative", "extractive"] = "generative"
     # "evidence": the best sentences of the top chunks (rag.evidence); "chunks": whole chunks (context_tokens).
     context_packing: Literal["evidence", "chunks"] = "evidence"
-    evidence_tokens: int = 320  # evidence budget in estimated tokens (README: measured)
+    evidence_tokens: int = 400  # evidence budget in estimated tokens (README: measured)
     evidence_min_score: float = 0.0  # refuse when the best evidence sentence scores below this (README)
     # refuse without the LLM when the question asks for a year or a quantity in a unit that the evidence never
     # states (rag/answer_type.py; README: measured on the dev set and CMRC2018)

@@ -34,6 +34,30 @@ def test_pack_keeps_the_budget_and_puts_the_header_before_its_row():
     assert packed.picked[0].text.startswith("| P0") and source.span.text == DOC
 
 
+def test_a_picked_sentence_brings_the_sentences_it_hands_over_to():
+    """A lead-in brings its first item, and that item the "这…" sentence after it; a sentence that hands over
+    to nothing comes alone, and so does one with a heading between it and the next."""
+    doc = ("要让大模型输出合规化,可以采取以下方法:\n\n  1. 数据清理和预处理:对输入数据进行清理,以确保数据符合合规要求。"
+           "这可能包括去除敏感信息、匿名化处理、数据脱敏等操作。\n\n  2. 引入合规性约束:在训练中约束模型的输出。\n\n"
+           "## 监控\n\n持续监控模型的输出。")
+    chunk = Chunk("m1", "m", doc, "/x/m.md", heading_path=("监控",), start=0, end=len(doc))
+    docs = {"m": SimpleNamespace(text=doc)}
+    sentences = ev.candidate_sentences([Hit(chunk)], docs)
+    lead, item1, this, item2, monitor = sentences
+    assert [f.text for f in ev.followers(lead)] == [item1.text, this.text]  # a chain of at most MAX_FOLLOWERS
+    assert ev.followers(this) == [] and ev.followers(item2) == []  # "2. 引入…" then a heading: alone
+    scored = [ev.Sentence(s.doc_id, s.start, s.end, s.text, s.group, s.rank, score=1.0 if s is item1 else 0.1,
+                          follower=s.follower) for s in sentences]
+    budget = estimate_tokens(item1.text) + estimate_tokens(this.text) + 2
+    (source,) = ev.pack(scored, [Hit(chunk)], docs, budget_tokens=budget).sources
+    assert source.pieces == ((item1.start, item1.end), (this.start, this.end))  # brought along by "1. 数据清理…"
+    (alone,) = ev.pack(scored, [Hit(chunk)], docs, budget_tokens=budget, follow=False).sources
+    assert (this.start, this.end) not in alone.pieces  # the shorter lead-in, scored as high, took the room
+    tight = estimate_tokens(item1.text) + 1  # no room for the follower: the picked sentence still comes
+    (source,) = ev.pack(scored, [Hit(chunk)], docs, budget_tokens=tight).sources
+    assert source.pieces == ((item1.start, item1.end),)
+
+
 def test_long_lines_are_cut_at_clause_ends():
     text = "，".join(["这是一个没有句号的很长的列表项目"] * 30)
     pieces = ev._split_long(text, 0, len(text))
