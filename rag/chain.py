@@ -44,7 +44,7 @@ from rag.records import Answer, Chunk, Citation, Hit, paged_span
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
 from rag.settings import Settings
-from rag.text import language
+from rag.text import language, tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ CONDENSE_MAX_TOKENS = 96
 TRANSLATE_MAX_TOKENS = 128
 ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
 _LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
+_CLOSED_QUESTION = re.compile(r"是否|会不会|能不能|是不是|有没有|可不可以|要不要|还是|吗|\bor\b|"
+                              r"^\s*(?:is|are|does|do|did|can|could|will|would|should|has|have|was|were)\b", re.I)
+_CONTENT_WORD = re.compile(r"[\w\u3400-\u9fff]")
 
 
 class Stopwatch:
@@ -215,7 +218,8 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
 
     The answer is refused when its key claim (`key_claim`) or every judged sentence is unsupported, when all
-    it supports is a lead-in ("构建SFT指令微调数据需要以下步骤:" and then a question copied from the notes),
+    it supports is lead-ins ("构建SFT指令微调数据需要以下步骤:" and then a question copied from the notes) or
+    restatements of the question (`restates_question`),
     or when no sentence of it can be tied to a source: an uncited claim is no answer "from the documents".
     Judged: every sentence but the uncited ones the sources support together.
     """
@@ -238,12 +242,23 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
     citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
                           pieces=_pieces(sources, c.n)) for c in citations]
     refusal = ""
-    announced_only = all(_LEAD_IN.search(strip_markers(s.text)) for s in judged if s.status == "supported")
+    announced_only = all(_LEAD_IN.search(strip_markers(s.text)) or restates_question(s.text, question)
+                         for s in judged if s.status == "supported")
     if judged and (key_claim(judged).status == "unsupported" or announced_only) or not text:
         refusal = "unsupported"
     elif not citations:
         refusal = "uncited"
     return Checked(text, citations, removed, attributed, [s.text for s in unsupported], refusal)
+
+
+def restates_question(sentence: str, question: str) -> bool:
+    """Whether `sentence` says nothing the question did not: all its words (rag.text.tokenize) are the question's
+    ("T5和UniLM在结构上都是Prefix LM。" to "同样是Prefix LM, T5和UniLM在结构上有什么区别?"). Not for a yes/no or
+    either-or question, whose answer repeats its words by nature."""
+    if not question or _CLOSED_QUESTION.search(question):
+        return False
+    words = {w for w in tokenize(strip_markers(sentence)) if _CONTENT_WORD.search(w)}
+    return bool(words) and words <= set(tokenize(question))
 
 
 def key_claim(judged: Sequence[SentenceSupport]) -> SentenceSupport:

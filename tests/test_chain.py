@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import run_ingest
-from rag.chain import answer, check_answer
+from rag.chain import answer, check_answer, restates_question
 from rag.cite import attribute_citations, marker_numbers
 from rag.llm import LLMClient, LLMUnavailable
 from rag.prompt import Source
@@ -51,6 +51,17 @@ def test_an_answer_that_only_announces_a_list_is_refused():
     sft = _source(1, "构建SFT指令微调数据需要以下步骤:\n1、训练中文大模型有啥经验?")
     checked = check_answer("构建SFT指令微调数据需要以下步骤:[1] 1、训练中文大模型有啥经验?", [sft], None)
     assert checked.refusal == "unsupported"
+
+
+def test_an_answer_that_only_restates_the_question_is_refused():
+    """"都是Prefix LM" says nothing the question did not; a yes/no or either-or question's answer may repeat it."""
+    prefix = _source(1, "T5和UniLM在结构上都是Prefix LM,共享编码器和解码器的参数。")
+    checked = check_answer("T5和UniLM在结构上都是Prefix LM。[1]", [prefix], None,
+                           "同样是Prefix LM,T5和UniLM在结构上有什么区别?")
+    assert checked.refusal == "unsupported"
+    assert restates_question("微调是有监督学习过程。[1]", "微调是有监督还是无监督学习过程?") is False
+    assert restates_question("LoRA 冻结原模型权重。[1]", "LoRA 是否冻结原模型权重?") is False
+    assert restates_question("LoRA 冻结原模型权重。[1]", "LoRA 训练时怎么处理原模型权重?") is False  # 冻结 is new
 
 
 def test_answers_with_valid_citations_and_timings(sample_settings, sample_retriever, llm):
