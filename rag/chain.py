@@ -29,7 +29,7 @@ from rag.cite import (
     support_check,
 )
 from rag.evidence import Evidence, followers, select_evidence
-from rag.generate import draft_answer, reread_messages
+from rag.generate import draft_answer
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
 from rag.prompt import (
     Source,
@@ -359,12 +359,11 @@ def answer(
                 on_token(piece)
 
         cross = settings.cross_lingual_retry and language(" ".join(s.text for s in found.sources)) != lang
-        retry = (lambda: build_messages(asked, found.sources, history, lang=lang, cross=True,
-                                        history_turns=settings.history_turns)) if cross else \
-            (lambda: reread_messages(messages, lang)) if p_yes is not None and p_yes >= settings.reread_min_p else None
         with clock.stage("generate"):
             draft = draft_answer(llm, messages, temperature=settings.temperature, max_tokens=settings.max_tokens,
-                                 on_token=shown, refused=lambda text: detect_refusal(text, lang), retry=retry)
+                                 on_token=shown, refused=lambda text: detect_refusal(text, lang),
+                                 retry=(lambda: build_messages(asked, found.sources, history, lang=lang, cross=True,
+                                                               history_turns=settings.history_turns)) if cross else None)
     except LLMUnavailable as e:
         logger.warning("LLM unreachable, answering with the evidence sentences: %s", e)
         evidence = found.evidence or select_evidence(

@@ -4,9 +4,6 @@ A small model asked in English about Chinese sources refuses answers its sources
 set 2-4 of 25 answerable English questions, while its own yes/no check said the sources hold the answer);
 asked again with the rules written in the sources' language (`prompts/qa-cross.*`), it answers them. Only
 a refusal is retried, so answers cost nothing more; what the retry says passes the same support check.
-The same small model also refuses in its own language where its yes/no check was confident the sources hold
-the answer (P(yes) 0.85-0.96 on four answerable development questions; 0.45-0.59 on the unanswerable ones it
-refused): asked to read the sources again (`reread_messages`), it answers from them.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ from dataclasses import dataclass
 
 from rag.cite import REFUSAL_SENTINELS
 from rag.llm import LLMClient
-from rag.prompt import load_template
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +61,6 @@ def stream_draft(llm: LLMClient, messages: Sequence[dict], *, temperature: float
     return Draft(stream.text, stream.prompt_tokens, stream.completion_tokens)
 
 
-def reread_messages(messages: Sequence[dict], lang: str) -> list[dict]:
-    """`messages`, the model's refusal, and the request to read the sources again (prompts/reread.*): asked when
-    the model refused although its own check said the sources hold the answer. The conversation goes on from
-    the answer prompt, so the server's prompt cache reads only the new turn."""
-    return [*messages, {"role": "assistant", "content": REFUSAL_SENTINELS[lang]},
-            {"role": "user", "content": load_template(f"reread.{lang}").text()}]
-
-
 def draft_answer(llm: LLMClient, messages: Sequence[dict], *, temperature: float, max_tokens: int,
                  on_token: Callable[[str], None], refused: Callable[[str], bool],
                  retry: Callable[[], Sequence[dict]] | None = None) -> Draft:
@@ -81,7 +69,7 @@ def draft_answer(llm: LLMClient, messages: Sequence[dict], *, temperature: float
     first = stream_draft(llm, messages, temperature=temperature, max_tokens=max_tokens, on_token=on_token)
     if retry is None or not refused(first.text):
         return first
-    logger.info("the model refused; asked once more")
+    logger.info("the model refused; asked once more with the rules in the sources' language")
     again = stream_draft(llm, retry(), temperature=temperature, max_tokens=max_tokens, on_token=on_token)
     return Draft(again.text, first.prompt_tokens + again.prompt_tokens, first.completion_tokens + again.completion_tokens,
                  retried=True)

@@ -135,10 +135,6 @@ class Settings(BaseSettings):
     # A question whose sources are in the other language, refused by the model: asked once more with the rules
     # in the sources' language (prompts/qa-cross.*; README: measured)
     cross_lingual_retry: bool = True
-    # A refusal although the model's own check said P(yes) >= this: asked once more to read the sources again
-    # (prompts/reread.*, a continuation of the same conversation, so the server's cache reads only the new
-    # turn; README: chosen on the dev set). Above 1 turns it off.
-    reread_min_p: float = 0.8
 
     # --- HTTP API (python -m rag.serve) ---------------------------------------------------------
     api_key: SecretStr = SecretStr("")  # RAG_API_KEY: when set, every /v1 call needs "Authorization: Bearer <key>"

@@ -1,4 +1,4 @@
-"""Generating the draft: sentinels held back from the reader, a cross-lingual or confident refusal asked once more."""
+"""Generating the draft: sentinels held back from the reader, a cross-lingual refusal asked once more."""
 
 from __future__ import annotations
 
@@ -68,34 +68,3 @@ def test_a_refusal_in_the_sources_language_is_final(sample_settings, sample_retr
     model = ScriptedModel("unused")
     ans = answer("P0 事件需要多快响应？", settings=settings, retriever=sample_retriever, llm=model)
     assert len(model.systems) == 1 and ans.refused and ans.refusal_reason == "model"
-
-
-class ConfidentRefuser(ScriptedModel):
-    """A model whose yes/no check says the sources hold the answer (P(yes) = `p_yes`) and whose first draft
-    refuses anyway, as the 1.5B did on four answerable development questions; asked to read again, it answers."""
-
-    def __init__(self, answer: str, p_yes: float) -> None:
-        super().__init__(answer)
-        self.p_yes, self.turns = p_yes, []
-
-    def option_probabilities(self, messages, options) -> dict[str, float]:
-        yes, no = options
-        return {yes: self.p_yes, no: 1 - self.p_yes}
-
-    def stream(self, messages, **kwargs) -> ChatStream:
-        self.turns.append([m["role"] for m in messages])
-        reread = messages[-1]["content"].startswith("你刚才判断过")
-        return super().stream([{"content": "资料是中文的" if reread else ""}], **kwargs)
-
-
-def test_a_confident_refusal_is_asked_to_read_again(sample_settings, sample_retriever):
-    settings = sample_settings.model_copy(update={"answerability_check": "on"})
-    model = ConfidentRefuser("P0 事件需要在 15 分钟内响应。[1]", p_yes=0.9)
-    seen: list[str] = []
-    ans = answer("P0 事件需要多快响应？", settings=settings, retriever=sample_retriever, llm=model, on_token=seen.append)
-    assert model.turns == [["system", "user"], ["system", "user", "assistant", "user"]]  # the same conversation, one turn on
-    assert not ans.refused and "15 分钟" in ans.text and ans.usage["generations"] == 2
-    assert "无法回答" not in "".join(seen)
-    unsure = ConfidentRefuser("unused", p_yes=0.6)  # below reread_min_p: the refusal stands
-    ans = answer("P0 事件需要多快响应？", settings=settings, retriever=sample_retriever, llm=unsure)
-    assert len(unsure.turns) == 1 and ans.refused and ans.refusal_reason == "model"
