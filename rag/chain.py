@@ -54,7 +54,6 @@ ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
 _LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
 _CLOSED_QUESTION = re.compile(r"是否|会不会|能不能|是不是|有没有|可不可以|要不要|还是|吗|\bor\b|"
                               r"^\s*(?:is|are|does|do|did|can|could|will|would|should|has|have|was|were)\b", re.I)
-_CONTENT_WORD = re.compile(r"[\w\u3400-\u9fff]")
 
 
 class Stopwatch:
@@ -257,7 +256,7 @@ def restates_question(sentence: str, question: str) -> bool:
     either-or question, whose answer repeats its words by nature."""
     if not question or _CLOSED_QUESTION.search(question):
         return False
-    words = {w for w in tokenize(strip_markers(sentence)) if _CONTENT_WORD.search(w)}
+    words = set(tokenize(strip_markers(sentence)))  # content words: no stopwords, no punctuation
     return bool(words) and words <= set(tokenize(question))
 
 

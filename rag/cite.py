@@ -27,6 +27,7 @@ from rag.text import (
     CITATION_MARK,
     CJK_CHAR,
     SENTENCE,
+    WORD_CHAR,
     is_question,
     language,
     language_of_counts,
@@ -59,7 +60,6 @@ _REFUSAL_MAX_CHARS = {"zh": 80, "en": 240}  # longer texts with such a phrase ar
 _MARK = CITATION_MARK
 _NUM = re.compile(r"\d{1,3}|[-–]")
 _MARKS_RUN = re.compile(rf"^(?:\s*{_MARK.pattern})+")
-_HAS_WORD = re.compile(r"[\w\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def split_sentences(text: str) -> list[str]:
             piece = piece[lead.end():]
         if piece.strip():
             out.append(piece)
-    return [s.strip() for s in out if _HAS_WORD.search(strip_markers(s))]
+    return [s.strip() for s in out if WORD_CHAR.search(strip_markers(s))]
 
 
 def _bigrams(text: str) -> set[str]:
@@ -225,7 +225,7 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
 
 def _is_bare(sentence: str) -> bool:
     """A claim of a few characters: the answer alone, its subject left to the question."""
-    return len(_HAS_WORD.findall(strip_markers(sentence))) <= SHORT_CLAIM_CHARS
+    return len(WORD_CHAR.findall(strip_markers(sentence))) <= SHORT_CLAIM_CHARS
 
 
 def _words_comparable(sentence: str, cited_text: str) -> bool:

@@ -28,7 +28,7 @@ from rag.facts import CHECKLIST_ITEM, LIST_NUMBER
 from rag.llm import estimate_tokens
 from rag.prompt import Source, document_title, group_hits
 from rag.records import Chunk, Hit
-from rag.text import is_question, sentence_spans
+from rag.text import WORD_CHAR, is_question, sentence_spans
 
 RANK_WEIGHT = 0.05
 HEADED_SENTENCES = 12  # the best sentences (read alone) also read under their heading (README: measured)
@@ -42,7 +42,6 @@ _CLAUSE_END = re.compile(r"[，,、：:]\s*")
 _LEADS_IN = re.compile(r"[：:;；]\s*$")
 _POINTS_BACK = re.compile(r"\s*(?:这|此|该|其|它|例如|比如|譬如|即|尤其|具体|包括|也就是)")
 MAX_FOLLOWERS = 2  # sentences a picked sentence may bring along that way
-_WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,7 @@ def candidate_sentences(hits: Sequence[Hit], documents: dict, *, questions: bool
             path = _path_at(chunks, lo + s)
             for a, b in _split_long(region, s, e):
                 piece = region[a:b]
-                if len(_WORD_CHAR.findall(piece)) >= MIN_WORD_CHARS:
+                if len(WORD_CHAR.findall(piece)) >= MIN_WORD_CHARS:
                     out.append(Sentence(doc_id, lo + a, lo + b, piece, group, rank, header=header, asks=asks))
                     paths.append(path)
     return _with_followers(_with_headings(out, paths), documents)
@@ -227,14 +226,18 @@ def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_to
         cost = estimate_tokens(s.text) + 1 + (estimate_tokens(header.text) + 1 if header else 0)
         if used + cost > budget_tokens and picked:
             continue
-        more = [f for f in (followers(s) if follow else ()) if (f.doc_id, f.start) not in packed]
-        while more and used + cost + sum(estimate_tokens(f.text) + 1 for f in more) > budget_tokens:
-            more.pop()
+        used += cost
+        more = []  # its followers, in order, as long as each fits
+        for f in followers(s) if follow else ():
+            extra = estimate_tokens(f.text) + 1
+            if (f.doc_id, f.start) in packed or used + extra > budget_tokens:
+                break
+            more.append(f)
+            used += extra
         picked.append(s)
         brought.extend(more)
         for piece in (s, *([header] if header else ()), *more):
             packed.add((s.doc_id, piece.start))
-        used += cost + sum(estimate_tokens(f.text) + 1 for f in more)
     groups = group_hits(hits)
     by_group: dict[int, list[Sentence]] = {}
     for s in [*picked, *brought]:  # best first, so groups come out in order of their best sentence
@@ -249,7 +252,7 @@ def pack(scored: list[Sentence], hits: Sequence[Hit], documents: dict, budget_to
         for prev, cur in zip(sentences, sentences[1:], strict=False):
             between = doc.text[prev.end:cur.start]
             # adjacent: keep the whitespace between; only punctuation between (a table's "| --- |"): a newline
-            text += (between if not between.strip() else "\n" if not _WORD_CHAR.search(between) else GAP) + cur.text
+            text += (between if not between.strip() else "\n" if not WORD_CHAR.search(between) else GAP) + cur.text
         chunks = tuple(sorted(groups[group][1], key=lambda c: (c.start, c.end)))
         lo, hi = min(c.start for c in chunks), max(c.end for c in chunks)
         first = chunks[0]

@@ -19,7 +19,7 @@ _INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e]")
 _HSPACE = re.compile(r"[^\S\n]+")  # horizontal whitespace runs (NFKC already mapped NBSP/U+3000)
 CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
-_WORDLIKE = re.compile(r"[\w\u3400-\u9fff]", re.UNICODE)
+WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")  # a letter, digit or ideograph
 _ENGLISH_WORD = re.compile(r"[a-z]+")
 
 STOPWORDS = frozenset(
@@ -101,7 +101,7 @@ def _jieba():
 
 
 def _segment(text: str) -> list[str]:
-    return [w for w in _jieba().lcut(text, HMM=True) if _WORDLIKE.search(w)]
+    return [w for w in _jieba().lcut(text, HMM=True) if WORD_CHAR.search(w)]
 
 
 _local = threading.local()
@@ -197,7 +197,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
-        if start < end and _WORDLIKE.search(text, start, end):
+        if start < end and WORD_CHAR.search(text, start, end):
             spans.append((start, end))
     return spans
 
