@@ -23,7 +23,6 @@ from rag.answer_type import missing_answer_type
 from rag.cite import (
     SentenceSupport,
     attribute_citations,
-    detect_refusal,
     parse_citations,
     strip_markers,
     support_check,
@@ -41,6 +40,7 @@ from rag.prompt import (
     translate_messages,
 )
 from rag.records import Answer, Chunk, Citation, Hit, paged_span
+from rag.refusal import detect_refusal
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
 from rag.settings import Settings

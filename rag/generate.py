@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rag.cite import REFUSAL_SENTINELS
 from rag.llm import LLMClient
+from rag.refusal import REFUSAL_SENTINELS
 
 logger = logging.getLogger(__name__)
 

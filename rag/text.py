@@ -117,6 +117,11 @@ def _stemmer():
     return _local.stemmer
 
 
+def stem_english(word: str) -> str:
+    """The stem `tokenize` gives a lower-case English word ("representations" -> "represent")."""
+    return _stemmer().stemWord(word)
+
+
 def tokenize(text: str) -> list[str]:
     """BM25 tokens: normalized, jieba-segmented, lower-cased, terms kept whole, stopwords dropped,
     English words stemmed (mixed tokens such as "llama2" and the term list's phrases stay as they are)."""
@@ -130,11 +135,10 @@ def tokenize(text: str) -> list[str]:
         pos = match.end()
     words += _segment(text[pos:])
     out = []
-    stem = _stemmer().stemWord
     for word in words:
         word = word.strip().lower()
         if word and word not in STOPWORDS:
-            out.append(stem(word) if _ENGLISH_WORD.fullmatch(word) else word)
+            out.append(stem_english(word) if _ENGLISH_WORD.fullmatch(word) else word)
     return out
 
 
@@ -200,6 +204,11 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         if start < end and WORD_CHAR.search(text, start, end):
             spans.append((start, end))
     return spans
+
+
+def glossary_terms() -> list[str]:
+    """The English terms of glossary.tsv, lower-cased."""
+    return list(_glossary()[1])
 
 
 def glossary_equivalents(term: str) -> list[str]:

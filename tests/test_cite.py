@@ -7,7 +7,6 @@ import pytest
 from rag.cite import (
     COSINE_THRESHOLD,
     attribute_citations,
-    detect_refusal,
     marker_numbers,
     parse_citations,
     split_sentences,
@@ -16,6 +15,7 @@ from rag.cite import (
 )
 from rag.prompt import Source
 from rag.records import Chunk
+from rag.refusal import detect_refusal
 
 LORA = "LoRA 在原模型旁边加入低秩矩阵 A 和 B，训练时冻结原模型权重，只更新这两个小矩阵，显存占用大幅下降。"
 GQA = "GQA 把查询头分成若干组，每组共享一对键和值，介于 MHA 与 MQA 之间。"
