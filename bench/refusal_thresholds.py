@@ -34,27 +34,33 @@ def _headings_of(kb: str) -> Callable[[dict], tuple[str, ...]]:
     return headings
 
 
+def recorded_sources(row: dict, headings: Callable[[dict], tuple[str, ...]] = lambda e: ()) -> list:
+    """The prompt's sources of a recorded row, rebuilt from its evidence entries (rag.prompt.Source)."""
+    from rag.prompt import Source
+    from rag.records import Chunk
+
+    return [Source(e["n"], (Chunk("", e["doc_id"], e["text"], "", heading_path=tuple(e.get("headings") or headings(e))),),
+                   e.get("title", ""), "", e["text"], e["n"]) for e in row["evidence"]]
+
+
 def recheck(rows: list[dict], kb: str | None = None) -> list[dict]:
     """Rows whose answers pass the current citation/support step again (rag.chain.check_answer on the recorded
     model text), so a change of the support rules is measured without generating again."""
     from rag.chain import check_answer
     from rag.embed import load_embedder
     from rag.eval.qa import answer_phrase_recall
-    from rag.prompt import Source
-    from rag.records import Chunk
     from rag.settings import load_settings
 
     embed = load_embedder(load_settings()).encode_queries
     out = []
     headings = _headings_of(kb) if kb else lambda e: ()
     for r in rows:
-        text = r["draft"] if r["refusal_reason"] in REFUSED_AFTER_CHECK else r["answer"]
+        # the model's text (rows recorded before session 22 kept it only when the check refused the answer)
+        text = r["draft"] or r["answer"]
         if r["refused"] and r["refusal_reason"] not in REFUSED_AFTER_CHECK:
             out.append(r)
             continue
-        sources = [Source(e["n"], (Chunk("", e["doc_id"], e["text"], "", heading_path=tuple(e.get("headings") or headings(e))),),
-                          e.get("title", ""), "", e["text"], e["n"]) for e in r["evidence"]]
-        checked = check_answer(text, sources, embed, r["standalone_question"])
+        checked = check_answer(text, recorded_sources(r, headings), embed, r["standalone_question"])
         refused = bool(checked.refusal)
         recall = None if r["verdicts"]["phrase_recall"] is None else \
             0.0 if refused else answer_phrase_recall(checked.text, r["answers"]) if "answers" in r else r["verdicts"]["phrase_recall"]

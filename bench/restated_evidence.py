@@ -8,7 +8,8 @@ citation judge, which looks only for the labelled string, counts it wrong.
 `python -m bench.restated_evidence [--qa data/qa/llm-notes-zh.dev.jsonl] [--min 0.7]` prints, for each
 evidence string of each answerable question, the corpus sentences elsewhere that hold at least `--min` of
 its character bigrams. Those reviewed by hand as stating the same fact are the items' `restated`
-strings: the citation judge accepts them (rag.eval.answers.cited_relevant); retrieval metrics keep
+strings (session 21: all 15 found at 0.7; session 22: the 14 more found at 0.6, of which 3 state the
+same fact, for zh-014, zh-051 and fu-012): the citation judge accepts them (rag.eval.answers.cited_relevant); retrieval metrics keep
 `evidence` alone, so their figures compare with earlier runs.
 """
 

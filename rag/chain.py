@@ -378,7 +378,7 @@ def answer(
         logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
         return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=draft.text,
                       unsupported_sentences=checked.unsupported)
-    return result(checked.text, checked.citations, answerable_p=p_yes, usage=usage,
+    return result(checked.text, checked.citations, answerable_p=p_yes, usage=usage, draft=draft.text,
                   unsupported_sentences=checked.unsupported, removed_citations=checked.removed,
                   attributed_citations=checked.attributed)
 

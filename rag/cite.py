@@ -342,7 +342,8 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
             continue
         ok, _, n = max(verdict(j) for j in range(len(sources)))
         if ok:
-            best[sentence] = [n]
+            restating = _restating_source(sentence, stated, [numbers.index(n)])
+            best[sentence] = [numbers[restating] if restating is not None and verdict(restating)[0] else n]
     out, cursor, changed = [], 0, 0
     for sentence in split_sentences(answer_text):
         at = answer_text.find(sentence, cursor)

@@ -142,4 +142,4 @@ class Answer:
     answerable_p: float | None = None  # the LLM's P(the sources hold the answer), when checked
     answer_mode: str = "generative"  # generative | extractive
     notice: str = ""  # e.g. "llm_unavailable: ..." when the extractive fallback answered
-    draft: str = ""  # the model's text when the answer was refused after generating
+    draft: str = ""  # the model's text as generated, before the citation step (shown when that step refused it)
