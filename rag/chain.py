@@ -52,6 +52,9 @@ CONDENSE_MAX_TOKENS = 96
 TRANSLATE_MAX_TOKENS = 128
 ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
 _LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
+# Words about the documents rather than their content (rag.text.tokenize's stems): "… in sources [1] and [3]".
+_ABOUT_THE_SOURCES = frozenset({"accord", "sourc", "document", "note", "passag", "text", "mention",
+                                "根据", "资料", "文档", "笔记", "原文", "提到", "里"})
 _CLOSED_QUESTION = re.compile(r"是否|会不会|能不能|是不是|有没有|可不可以|要不要|还是|吗|\bor\b|"
                               r"^\s*(?:is|are|does|do|did|can|could|will|would|should|has|have|was|were)\b", re.I)
 
@@ -251,12 +254,13 @@ def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, q
 
 
 def restates_question(sentence: str, question: str) -> bool:
-    """Whether `sentence` says nothing the question did not: all its words (rag.text.tokenize) are the question's
-    ("T5和UniLM在结构上都是Prefix LM。" to "同样是Prefix LM, T5和UniLM在结构上有什么区别?"). Not for a yes/no or
+    """Whether `sentence` says nothing the question did not: all its words (rag.text.tokenize) but those about the
+    documents are the question's ("T5和UniLM在结构上都是Prefix LM。" to "同样是Prefix LM, T5和UniLM在结构上有什么区别?";
+    "Prefix LMs are given as representative Prefix LMs in sources [1] and [3]."). Not for a yes/no or
     either-or question, whose answer repeats its words by nature."""
     if not question or _CLOSED_QUESTION.search(question):
         return False
-    words = set(tokenize(strip_markers(sentence)))  # content words: no stopwords, no punctuation
+    words = set(tokenize(strip_markers(sentence))) - _ABOUT_THE_SOURCES  # content words: no stopwords, punctuation
     return bool(words) and words <= set(tokenize(question))
 
 

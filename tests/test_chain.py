@@ -62,6 +62,9 @@ def test_an_answer_that_only_restates_the_question_is_refused():
     assert restates_question("微调是有监督学习过程。[1]", "微调是有监督还是无监督学习过程?") is False
     assert restates_question("LoRA 冻结原模型权重。[1]", "LoRA 是否冻结原模型权重?") is False
     assert restates_question("LoRA 冻结原模型权重。[1]", "LoRA 训练时怎么处理原模型权重?") is False  # 冻结 is new
+    # words about the documents add nothing (dev zh-022)
+    assert restates_question("Prefix LMs are given as representative Prefix LMs in sources [1] and [3].",
+                             "Which models are given as representative Prefix LMs?") is True
 
 
 def test_answers_with_valid_citations_and_timings(sample_settings, sample_retriever, llm):
