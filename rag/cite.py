@@ -1,4 +1,4 @@
-"""Citations in generated answers: parse [n] markers, check that sentences are supported, refusals.
+"""Citations in generated answers: parse [n] markers, move them to the source that says the sentence, check support.
 
 Support threshold (lexical, 0..1): a cited sentence is "supported" when at least
 `SUPPORT_THRESHOLD` of its content tokens (rag.text.tokenize) - or, for Chinese, of its character
