@@ -25,7 +25,7 @@ def timings(rows: list[dict], embed) -> list[float]:
     for r in rows:
         sources = recorded_sources(r)
         start = time.perf_counter()
-        check_answer(r["answer"], sources, embed, r["standalone_question"])
+        check_answer(r["draft"] or r["answer"], sources, embed, r["standalone_question"])
         out.append(time.perf_counter() - start)
     return out
 
