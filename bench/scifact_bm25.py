@@ -4,7 +4,8 @@
 
 For each (k1, b) it rebuilds the app's BM25 (rag.bm25 over rag.text.tokenize, whole abstracts) and scores
 BM25 alone and the default for an English knowledge base: BM25 fused with bge-small-en (rag.fuse.hybrid,
-50 candidates a channel) after dense Rocchio feedback (2 documents, 0.4), as bench.scifact_prf computes it.
+50 candidates a channel) after dense Rocchio feedback (the app's feedback_docs / feedback_weight), as
+bench.scifact_prf computes it.
 Prints nDCG@10 per split; the app's default is k1 1.5, b 0.75 (rag.bm25.BM25Params).
 """
 
@@ -27,6 +28,7 @@ from bench.scifact_prf import (
     top_rows,
 )
 from rag.bm25 import BM25Index, BM25Params
+from rag.settings import Settings
 from rag.text import normalize, tokenize
 
 K1 = (0.6, 0.9, 1.2, 1.5, 2.0)
@@ -39,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = abstracts()
     tokens = [tokenize(normalize(docs[i])) for i in corpus.ids]
     claims = {split: load_claims(corpus, split) for split in SPLITS}
+    feedback = Settings()  # the app's default feedback: feedback_docs, feedback_weight
     dense = {}
     for split, c in claims.items():
-        feedback = [top_rows(c.dense[i], 2) for i in range(len(c.questions))]
-        dense[split] = np.stack([rocchio_scores(corpus.vectors, c.vectors[i:i + 1], feedback[i], 0.4)[0]
-                                 for i in range(len(c.questions))])
+        rows = np.stack([top_rows(row, feedback.feedback_docs) for row in c.dense])
+        dense[split] = rocchio_scores(corpus.vectors, c.vectors, rows, feedback.feedback_weight)
     print("| k1 | b | train BM25 | train hybrid + Rocchio | test BM25 | test hybrid + Rocchio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k1, b in itertools.product(K1, B):

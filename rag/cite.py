@@ -334,16 +334,18 @@ def attribute_citations(answer_text: str, sources: Sequence[Source], *,
                                     [float(cos[i, j]) for j in cited] if cos is not None else None,
                                     question, threshold, cosine_threshold):
             alone = [numbers[j] for j in cited if verdict(j)[0]] if len(cited) > 1 else []
-            if 0 < len(alone) < len(cited):  # "…事实。[1][2]" where [1] alone says it: [2] goes
-                best[sentence] = alone
-            restating = _restating_source(sentence, stated, cited)
-            if restating is not None and verdict(restating)[0]:
-                best[sentence] = [numbers[restating]]
-            continue
-        ok, _, n = max(verdict(j) for j in range(len(sources)))
-        if ok:
-            restating = _restating_source(sentence, stated, [numbers.index(n)])
-            best[sentence] = [numbers[restating] if restating is not None and verdict(restating)[0] else n]
+            # "…事实。[1][2]" where [1] alone says it: [2] goes
+            markers = alone if 0 < len(alone) < len(cited) else None
+        else:
+            ok, _, n = max(verdict(j) for j in range(len(sources)))
+            if not ok:
+                continue
+            markers, cited = [n], [numbers.index(n)]
+        restating = _restating_source(sentence, stated, cited)  # the words may point elsewhere than the cosine
+        if restating is not None and verdict(restating)[0]:
+            markers = [numbers[restating]]
+        if markers is not None:
+            best[sentence] = markers
     out, cursor, changed = [], 0, 0
     for sentence in split_sentences(answer_text):
         at = answer_text.find(sentence, cursor)

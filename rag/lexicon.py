@@ -83,9 +83,11 @@ def lexicon() -> dict[str, frozenset[str]]:
     return {stem: frozenset(words) for stem, words in chinese.items()}
 
 
+@functools.lru_cache(maxsize=1024)
 def translated_overlap(sentence: str, source: str) -> float | None:
     """Share of an English sentence's content words (stems of 3+ letters) that the source holds as they are
-    or as a Chinese equivalent. None for a sentence without such words."""
+    or as a Chinese equivalent. None for a sentence without such words. Cached: the citation step asks for
+    the same (sentence, source) pair when it attributes the sentence and again when it judges it."""
     words = [w for w in tokenize(sentence) if len(w) >= MIN_WORD and not CJK_CHAR.search(w)]
     if not words:
         return None

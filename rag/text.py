@@ -135,10 +135,11 @@ def tokenize(text: str) -> list[str]:
         pos = match.end()
     words += _segment(text[pos:])
     out = []
+    stem = _stemmer().stemWord  # looked up once per text: tokenize runs over every chunk at ingest
     for word in words:
         word = word.strip().lower()
         if word and word not in STOPWORDS:
-            out.append(stem_english(word) if _ENGLISH_WORD.fullmatch(word) else word)
+            out.append(stem(word) if _ENGLISH_WORD.fullmatch(word) else word)
     return out
 
 
