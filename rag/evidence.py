@@ -10,7 +10,8 @@ HEADED_SENTENCES best sentences are also read under their heading and keep the h
 sentence often leaves its subject to its heading ("优点:可以建立全局的依赖关系" under "自注意力机制"; a
 CMRC2018 paragraph under its article's title).
 A picked sentence brings along, within the budget, the sentences it hands over to (`followers`): a lead-in
-("可以采取以下方法:") its first item, an item its "这可能包括…" elaboration, where the answer often is.
+("可以采取以下方法:") its first item, also past a summary that a scraped page put between them, an item its
+"这可能包括…" elaboration, where the answer often is.
 The weight, the heading, the followers and the default budget were chosen by how many reference key phrases the packed
 evidence holds (`python -m bench.evidence`, README); an idf-weighted term-overlap term was measured too
 and lowered that share (0.858 -> 0.835 at 320 tokens), so it is not used.
@@ -42,6 +43,11 @@ _CLAUSE_END = re.compile(r"[，,、：:]\s*")
 _LEADS_IN = re.compile(r"[：:;；]\s*$")
 _POINTS_BACK = re.compile(r"\s*(?:这|此|该|其|它|例如|比如|譬如|即|尤其|具体|包括|也就是)")
 MAX_FOLLOWERS = 2  # sentences a picked sentence may bring along that way
+# A list's first item ("1.", "1、", "(1)"): a lead-in ending in ":" hands over to it even when up to
+# DISPLACED_LIST_SENTENCES statements stand between (scraped pages often put the closing summary first).
+_FIRST_ITEM = re.compile(r"\s*(?:[(（]1[)）]|1[.、)])")
+_ANNOUNCES = re.compile(r"[：:]\s*$")
+DISPLACED_LIST_SENTENCES = 3
 
 
 @dataclass(frozen=True)
@@ -162,10 +168,34 @@ def _with_followers(sentences: list[Sentence], documents: dict) -> list[Sentence
         if nxt is None or nxt.group != s.group or nxt.doc_id != s.doc_id or nxt.header or s.header:
             continue
         between = documents[s.doc_id].text[s.end:nxt.start]
-        if LIST_NUMBER.sub("", between).strip() or not (_LEADS_IN.search(s.text) or _POINTS_BACK.match(nxt.text)):
+        if LIST_NUMBER.sub("", between).strip():
             continue
-        out[i] = replace(s, follower=nxt)
+        item = _displaced_first_item(out, i, documents) if _ANNOUNCES.search(s.text) else None
+        if item is not None:
+            out[i] = replace(s, follower=out[item])
+        elif _LEADS_IN.search(s.text) or _POINTS_BACK.match(nxt.text):
+            out[i] = replace(s, follower=nxt)
     return out
+
+
+def _displaced_first_item(sentences: list[Sentence], i: int, documents: dict) -> int | None:
+    """Index of the first item of the list that the lead-in `sentences[i]` announces, when one to
+    DISPLACED_LIST_SENTENCES statements of the same passage stand between them ("PEFT的关键步骤包括:" - "通过PEFT,
+    …" - "1. 数据采样:…"); None when the next sentence is the item itself or something else comes first
+    (a heading or a question, which are no candidates, or another list)."""
+    s = sentences[i]
+    doc = documents[s.doc_id].text
+    for j in range(i + 1, min(i + 2 + DISPLACED_LIST_SENTENCES, len(sentences))):
+        prev, cur = sentences[j - 1], sentences[j]
+        between = doc[prev.end:cur.start]
+        if cur.group != s.group or cur.header or LIST_NUMBER.sub("", between).strip():
+            return None
+        opening = between + cur.text  # a list number may end the gap or open the sentence
+        if _FIRST_ITEM.match(opening):
+            return j if j > i + 1 else None
+        if LIST_NUMBER.match(opening):  # the next sentence, or one between, is an item of another list
+            return None
+    return None
 
 
 def followers(s: Sentence) -> list[Sentence]:

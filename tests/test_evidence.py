@@ -58,6 +58,23 @@ def test_a_picked_sentence_brings_the_sentences_it_hands_over_to():
     assert source.pieces == ((item1.start, item1.end),)
 
 
+def test_a_lead_in_reaches_its_list_past_the_summary_a_scrape_put_first():
+    """Scraped pages often put a list's closing summary between its lead-in and its items: the lead-in still
+    brings the first item (not the summary); another list, or a heading, in between stops it."""
+    doc = ("PEFT的关键步骤包括:\n\n通过PEFT,研究人员可以在微调之前预测模型的性能。这样可以加速模型的开发。\n\n"
+           "  1. 数据采样:从原始数据集中采样一小部分数据用于性能估计。\n\n  2. 特征提取:使用预训练模型提取特征表示。\n\n"
+           "PEFT具有以下几个优点:\n\n  1. 节省时间:不必在全量数据上实验。\n\n"
+           "PEFT也存在以下几个缺点:\n\n## 缺点\n\n总之,它有一些缺点。\n\n  1. 精度限制:估计有误差。")
+    chunk = Chunk("p1", "p", doc, "/x/p.md", heading_path=("缺点",), start=0, end=len(doc))
+    docs = {"p": SimpleNamespace(text=doc)}
+    sentences = ev.candidate_sentences([Hit(chunk)], docs)
+    by_text = {s.text.strip(): s for s in sentences}
+    steps, merits, flaws = by_text["PEFT的关键步骤包括:"], by_text["PEFT具有以下几个优点:"], by_text["PEFT也存在以下几个缺点:"]
+    assert [f.text for f in ev.followers(steps)] == ["1. 数据采样:从原始数据集中采样一小部分数据用于性能估计。"]
+    assert [f.text for f in ev.followers(merits)] == ["1. 节省时间:不必在全量数据上实验。"]  # the item right after it
+    assert ev.followers(flaws) == []  # a heading stands between: its section's list is not this lead-in's
+
+
 def test_long_lines_are_cut_at_clause_ends():
     text = "，".join(["这是一个没有句号的很长的列表项目"] * 30)
     pieces = ev._split_long(text, 0, len(text))
