@@ -22,6 +22,7 @@ import numpy as np
 from rag.evidence import GAP
 from rag.facts import LIST_NUMBER, missing_facts, unnamed_subjects
 from rag.lexicon import translated_overlap
+from rag.model_text import tidy
 from rag.prompt import Source
 from rag.records import Citation
 from rag.text import (
@@ -98,18 +99,14 @@ def strip_markers(text: str) -> str:
     return _MARK.sub("", text)
 
 
-# "[source 2]", "[资料2]" are markers in words; "[1][P1]" leaves debris after a real marker.
-_WORDED_MARK = re.compile(r"[\[【［]\s*(?:source|src|ref|doc|资料|来源|文档|参考)\s*(\d{1,3})\s*[\]】］]", re.I)
-_DEBRIS = re.compile(r"(?<=[\]】］])\s*[\[【［]\s*[A-Za-z]{1,3}\s*\d{1,3}\s*[\]】］]")
-
-
 def parse_citations(answer_text: str, sources: Sequence[Source]) -> tuple[list[Citation], int, str]:
     """(one Citation per cited source in order of first use, invalid numbers removed, cleaned text).
 
     Valid markers are rewritten as `[n]` each; numbers that name no source are dropped and counted;
-    markers in words become numbers and letter-number debris right after a marker is dropped.
+    the model's habits are undone first (rag.model_text.tidy: markers in words, debris, copied gap marks,
+    markers written before their sentence).
     """
-    answer_text = _DEBRIS.sub("", _WORDED_MARK.sub(r"[\1]", answer_text))
+    answer_text = tidy(answer_text)
     by_n = {s.n: s for s in sources}
     removed = 0
     order: list[int] = []
