@@ -9,8 +9,9 @@ citation judge, which looks only for the labelled string, counts it wrong.
 evidence string of each answerable question, the corpus sentences elsewhere that hold at least `--min` of
 its character bigrams. Those reviewed by hand as stating the same fact are the items' `restated`
 strings (session 21: all 15 found at 0.7; session 22: the 14 more found at 0.6, of which 3 state the
-same fact, for zh-014, zh-051 and fu-012): the citation judge accepts them (rag.eval.answers.cited_relevant); retrieval metrics keep
-`evidence` alone, so their figures compare with earlier runs.
+same fact, for zh-014, zh-051 and fu-012; session 23: three found by reading a run's missed citations, below
+this script's reach - fu-011, fu-012 and zh-019, README): the citation judge accepts them
+(rag.eval.answers.cited_relevant); retrieval metrics keep `evidence` alone, so their figures compare with earlier runs.
 """
 
 from __future__ import annotations
