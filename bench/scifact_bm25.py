@@ -17,18 +17,8 @@ import itertools
 import numpy as np
 
 from bench.scifact_docs import abstracts
-from bench.scifact_prf import (
-    SPLITS,
-    hybrid_scores,
-    load_claims,
-    load_corpus,
-    ranking,
-    rocchio_scores,
-    scored,
-    top_rows,
-)
+from bench.scifact_prf import SPLITS, app_dense, hybrid_scores, load_claims, load_corpus, ranking, scored
 from rag.bm25 import BM25Index, BM25Params
-from rag.settings import Settings
 from rag.text import normalize, tokenize
 
 K1 = (0.6, 0.9, 1.2, 1.5, 2.0)
@@ -41,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = abstracts()
     tokens = [tokenize(normalize(docs[i])) for i in corpus.ids]
     claims = {split: load_claims(corpus, split) for split in SPLITS}
-    feedback = Settings()  # the app's default feedback: feedback_docs, feedback_weight
-    dense = {}
-    for split, c in claims.items():
-        rows = np.stack([top_rows(row, feedback.feedback_docs) for row in c.dense])
-        dense[split] = rocchio_scores(corpus.vectors, c.vectors, rows, feedback.feedback_weight)
+    dense = {split: app_dense(corpus, c) for split, c in claims.items()}  # the app's default feedback
     print("| k1 | b | train BM25 | train hybrid + Rocchio | test BM25 | test hybrid + Rocchio |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k1, b in itertools.product(K1, B):

@@ -140,6 +140,14 @@ def rocchio_scores(vectors: np.ndarray, queries: np.ndarray, feedback: np.ndarra
     return rocchio(queries, vectors[feedback], alpha) @ vectors.T
 
 
+def app_dense(corpus: Corpus, claims: Claims) -> np.ndarray:
+    """The app's dense scores for an English knowledge base: Rocchio from the first dense search's top
+    feedback_docs, moved by feedback_weight (rag.settings defaults)."""
+    s = Settings()
+    rows = np.stack([top_rows(row, s.feedback_docs) for row in claims.dense])
+    return rocchio_scores(corpus.vectors, claims.vectors, rows, s.feedback_weight)
+
+
 def relevance_model(index: BM25Index, rows: np.ndarray, weights: np.ndarray, n_terms: int) -> dict[str, float]:
     """RM3's feedback terms: sum over rows of weight * tf / length, the top `n_terms`, L1-normalized."""
     total: dict[int, float] = {}

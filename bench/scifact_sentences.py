@@ -30,17 +30,15 @@ from bench.scifact_prf import (
     SPLITS,
     Claims,
     Corpus,
+    app_dense,
     bootstrap,
     fused,
     load_claims,
     load_corpus,
     ranking,
-    rocchio_scores,
     scored,
-    top_rows,
 )
 from rag import fuse
-from rag.settings import Settings
 from rag.text import normalize, sentence_spans
 
 SENTENCES = VECTORS / "scifact-bge-sentences.npy"
@@ -99,13 +97,6 @@ def maxsim(queries: np.ndarray, sentences: np.ndarray, owners: np.ndarray, n_doc
     return out
 
 
-def default_dense(corpus: Corpus, c: Claims) -> np.ndarray:
-    """The default's dense scores: Rocchio from the first dense search's top feedback_docs (app settings)."""
-    s = Settings()
-    rows = np.stack([top_rows(row, s.feedback_docs) for row in c.dense])
-    return rocchio_scores(corpus.vectors, c.vectors, rows, s.feedback_weight)
-
-
 def rescored(corpus: Corpus, dense: np.ndarray, bm25: np.ndarray, best: np.ndarray, depth: int, w: float):
     """The fused list with its top `depth` re-ordered by (1 - w) * fused + w * min-max(maxsim)."""
     row_of = {d: i for i, d in enumerate(corpus.ids)}
@@ -124,7 +115,7 @@ def rescored(corpus: Corpus, dense: np.ndarray, bm25: np.ndarray, best: np.ndarr
 
 def split_results(corpus: Corpus, c: Claims, sentences: np.ndarray, owners: np.ndarray) -> dict[tuple, np.ndarray]:
     """(family, w) -> per-claim (nDCG@10, recall@100) of one split."""
-    dense = default_dense(corpus, c)
+    dense = app_dense(corpus, c)
     best = maxsim(c.vectors, sentences, owners, len(corpus.ids))
     out = {("default", 0.0): scored(c, lambda i: fused(corpus, dense[i], c.bm25[i], CANDIDATES)),
            ("maxsim alone", 0.0): scored(c, lambda i: ranking(corpus, best[i], 100))}
