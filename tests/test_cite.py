@@ -251,6 +251,20 @@ def test_a_claim_about_the_questions_subject_needs_a_source_that_names_it():
     assert both.status == "unsupported" and both.missing == ("rope",)  # each of two names must be named
 
 
+def test_a_mixed_case_acronym_is_named_by_the_words_it_stands_for():
+    """"QLoRA在LoRA的基础上又做了什么改进?" (asked in the browser): the QLoRA passage names LoRA only spelled out,
+    "QLoRA(Quantized Low-Rank Adaptation)", and the right answer was refused as citing nothing."""
+    qlora = source(1, "QLoRA(Quantized Low-Rank Adaptation)具有以下几个特点:\n1. 量化降低存储需求:通过将参数进行量化,"
+                      "显著减少模型的存储需求。\n5. 综合优化:QLoRA综合考虑了量化和低秩适应的优势。", "qlora.md")
+    question = "QLoRA在LoRA的基础上又做了什么改进?"
+    [verdict] = support_check("QLoRA在LoRA的基础上又做了量化降低存储需求和综合优化。[1]", [qlora], question=question)
+    assert verdict.status == "supported"
+    without = source(1, "QLoRA具有以下几个特点:\n1. 量化降低存储需求:通过将参数进行量化,显著减少模型的存储需求。\n"
+                        "5. 综合优化:QLoRA综合考虑了量化和低秩适应的优势。", "qlora.md")
+    [verdict] = support_check("QLoRA在LoRA的基础上又做了量化降低存储需求和综合优化。[1]", [without], question=question)
+    assert verdict.missing == ("lora",)  # "QLoRA" alone does not name LoRA
+
+
 def test_an_uncited_claim_needs_its_subject_named_by_a_source_it_draws_on():
     """Uncited, the sentence is judged against all sources together; the subject must still be named where
     its words come from, not only in a table of contents listing "SentencePiece 篇"."""
