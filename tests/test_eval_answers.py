@@ -66,6 +66,7 @@ def test_config_summary_splits_follow_ups_and_unanswerable():
     assert s["followup"]["n"] == 1 and s["followup"]["phrase_recall"] == 0.5 and s["followup"]["cited_share"] == 0.0
     assert s["unanswerable"]["n"] == 2 and s["unanswerable"]["refusal_accuracy"] == 0.5
     assert s["unanswerable"]["phrase_recall"] is None and s["unanswerable"]["false_refusal_rate"] is None
+    assert sum(s["by_language"][lang]["n"] for lang in ("zh", "en")) == len(ROWS)
 
 
 def test_summary_of_no_rows_has_no_numbers():
