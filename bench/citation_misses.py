@@ -56,13 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(line) for line in args.rows.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if r["answerable"] and not r["refused"]]
     embed = load_embedder(load_settings()).encode_queries
-    later, gap, judged, missed = [0, 0], [0, 0], 0, 0
+    later, gap, judged, missed, wrong_answer = [0, 0], [0, 0], 0, 0, 0
     for r in rows:
         item = items[r["id"]]
         needles = [strip_all_space(e) for e in (*item.evidence, *item.restated)]
         gold = [e["n"] for e in r["evidence"] if any(n in strip_all_space(e["text"]) for n in needles)]
         verdicts = [c for c in r["citations"] if c["relevant"] is not None]
         judged += len(verdicts)
+        wrong_answer += sum(c["relevant"] for c in verdicts) if r["verdicts"]["phrase_recall"] == 0 else 0
         bad = [c["n"] for c in verdicts if not c["relevant"]]
         missed += len(bad)
         if bad:
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 later[hit] += 1
             if cited and max(closeness.values()) - max(closeness[n] for n in cited) > GAP:
                 gap[hit] += 1
-    print(f"citations judged {judged}, missed {missed}, precision {1 - missed / judged:.3f}")
+    print(f"citations judged {judged}, missed {missed}, precision {1 - missed / judged:.3f}; "
+          f"judged correct in answers with key-phrase recall 0: {wrong_answer}")
     print(f"later sentences citing other sources: {later[0]} missing / {later[1]} holding the evidence")
     print(f"question-cosine gap > {GAP}: {gap[0]} missing / {gap[1]} holding the evidence (sentences)")
     for zh, en in ZH_EN:
