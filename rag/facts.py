@@ -143,13 +143,15 @@ def _term_found(term: str, cited: str) -> bool:
 
 def _spelled_out(term: str, cited: str) -> bool:
     """An acronym found as the words it stands for: 'GQA' in '… grouped-query attention …', and one written in
-    mixed case by the words' first letters: 'LoRA' in 'QLoRA(Quantized Low-Rank Adaptation)' ("Lo", "R", "A")."""
+    mixed case by the words' first letters: 'LoRA' in 'QLoRA(Quantized Low-Rank Adaptation)' ("Lo", "R", "A").
+    A mixed-case one must open with two letters of its first word: "LLaMA" ("L", "La", "M", "A") would be
+    named by any "large language model a…"."""
     letters = term.removesuffix("s") if term[:-1].isupper() else term
     if 3 <= len(letters) <= 6 and letters.isalpha() and letters.isupper():  # "AI" is "an input"
         starts = list(letters.lower())
     else:
         starts = [w.lower() for w in re.findall(r"[A-Z][a-z]*", term)]
-        if not (3 <= len(starts) <= 6 and "".join(starts) == term.lower() and len(starts) < len(term)):
+        if not (3 <= len(starts) <= 6 and "".join(starts) == term.lower() and len(starts[0]) > 1):
             return False
     words = r"[\s-]+".join(rf"{start}[a-z]*" for start in starts)
     return re.search(rf"(?<![a-z0-9]){words}(?![a-z0-9])", cited) is not None

@@ -263,6 +263,9 @@ def test_a_mixed_case_acronym_is_named_by_the_words_it_stands_for():
                         "5. 综合优化:QLoRA综合考虑了量化和低秩适应的优势。", "qlora.md")
     [verdict] = support_check("QLoRA在LoRA的基础上又做了量化降低存储需求和综合优化。[1]", [without], question=question)
     assert verdict.missing == ("lora",)  # "QLoRA" alone does not name LoRA
+    llama = source(1, "This large language model architecture is widely used.", "llm.md")
+    [verdict] = support_check("LLaMA is widely used.[1]", [llama], question="Is LLaMA widely used?")
+    assert verdict.missing == ("llama",)  # one-letter openings ("L", "La", "M", "A") are too weak to spell it out
 
 
 def test_an_uncited_claim_needs_its_subject_named_by_a_source_it_draws_on():
