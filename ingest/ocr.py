@@ -16,8 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from rag.models import package_file
-from rag.models.gguf import sha256_file
+from rag.models import pinned_package_file
 
 PACKAGE = "rapidocr_onnxruntime"  # rapidocr-onnxruntime==1.4.4, installed by ./dev (pyproject.toml says why)
 INSTALL_HINT = "./dev setup (pip install --no-deps rapidocr-onnxruntime==1.4.4)"
@@ -69,13 +68,9 @@ def model_paths() -> dict[str, str]:
     paths = {}
     for key, (name, sha256) in MODELS.items():
         try:
-            path = package_file(PACKAGE, name, INSTALL_HINT)
-        except RuntimeError as e:
+            paths[key] = str(pinned_package_file(PACKAGE, name, sha256, INSTALL_HINT))
+        except RuntimeError as e:  # not installed, missing, or another sha256
             raise OCRUnavailable(f"OCR model: {e}") from None
-        digest = sha256_file(path)
-        if digest != sha256:
-            raise OCRUnavailable(f"OCR model {path} has sha256 {digest}, expected {sha256}")
-        paths[key] = str(path)
     return paths
 
 

@@ -20,8 +20,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from rag.models import package_file
-from rag.models.gguf import ModelIntegrityError, sha256_file
+from rag.models import pinned_package_file
 from rag.text import (
     CJK_CHAR,
     STOPWORDS,
@@ -46,10 +45,7 @@ MIN_WORD = 3  # English stems shorter than this ("ai", "do") are left out
 
 def data_path() -> Path:
     """The wheel's CC-CEDICT file, found without importing the package and checked against its sha256."""
-    path = package_file(PACKAGE, DATA_FILE, INSTALL_HINT)
-    if sha256_file(path) != DATA_SHA256:
-        raise ModelIntegrityError(f"{path}: sha256 differs from the pinned {DATA_SHA256}")
-    return path
+    return pinned_package_file(PACKAGE, DATA_FILE, DATA_SHA256, INSTALL_HINT)
 
 
 def _gloss_stems(glosses: str) -> set[str]:
@@ -92,7 +88,12 @@ def translated_overlap(sentence: str, source: str) -> float | None:
     if not words:
         return None
     chinese = lexicon()
-    text = normalize(source).lower()
-    stems = set(tokenize(source))
+    text, stems = _readable(source)
     found = sum(word in stems or word in text or any(c in text for c in chinese.get(word, ())) for word in words)
     return found / len(words)
+
+
+@functools.lru_cache(maxsize=64)
+def _readable(source: str) -> tuple[str, frozenset[str]]:
+    """A source's normalized lower-cased text and its word stems, made once for all the sentences judged against it."""
+    return normalize(source).lower(), frozenset(tokenize(source))

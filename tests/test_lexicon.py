@@ -8,7 +8,7 @@ import pytest
 
 from rag import lexicon
 from rag.cite import COSINE_THRESHOLD, TRANSLATED_FLOOR, TRANSLATED_MARGIN, attribute_citations, support_check
-from rag.models.gguf import ModelIntegrityError
+from rag.models import ModelIntegrityError
 from rag.prompt import Source
 from rag.records import Chunk
 

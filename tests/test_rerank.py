@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from rag.embed import ModelNotAvailable, bundled_embedder_dir
-from rag.models.gguf import ModelIntegrityError, sha256_file
+from rag.models import ModelIntegrityError, sha256_file
 from rag.models.onnx_bundle import RERANKER_EN, is_provisioned, provision
 from rag.rerank import CrossEncoderReranker, HTTPReranker, bundled_reranker, load_reranker, rerank
 from rag.settings import BUNDLED_RERANKER

