@@ -24,13 +24,14 @@ _STOP = r"[。！？.!?:：]"
 _COPIED_GAP = re.compile(rf"(?:(?<={_STOP})|(?<=[\]】］])|^)[ \t]*{re.escape(GAP.strip())}[ \t]+(?=\S)", re.M)
 _MARKS = rf"(?:{CITATION_MARK.pattern}[ \t]*)+"
 _OPENING_MARKS = re.compile(rf"(?:^|(?<={_STOP})[ \t]+)[ \t]*({_MARKS})(?=\S)", re.M)
+_OPENS_WITH_MARK = re.compile(rf"\s*{CITATION_MARK.pattern}")
 
 
 def tidy(text: str) -> str:
     """`text` with worded markers as numbers, debris, copied gap marks and opening markers handled (module doc)."""
     text = _DEBRIS.sub("", _WORDED_MARK.sub(r"[\1]", text))
     text = _COPIED_GAP.sub(lambda m: "\n" if LIST_NUMBER.match(m.string[m.end():]) else " ", text)
-    return _markers_after(text) if re.match(rf"\s*{CITATION_MARK.pattern}", text) else text
+    return _markers_after(text) if _OPENS_WITH_MARK.match(text) else text
 
 
 def _markers_after(text: str) -> str:
