@@ -97,18 +97,21 @@ def maxsim(queries: np.ndarray, sentences: np.ndarray, owners: np.ndarray, n_doc
     return out
 
 
-def rescored(corpus: Corpus, dense: np.ndarray, bm25: np.ndarray, best: np.ndarray, depth: int, w: float):
-    """The fused list with its top `depth` re-ordered by (1 - w) * fused + w * min-max(maxsim)."""
+def _scaled(values: np.ndarray) -> np.ndarray:
+    """Min-max to [0, 1] (a flat list to 0)."""
+    span = values.max() - values.min()
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def rescored(corpus: Corpus, ranked: list[list[tuple[str, float]]], best: np.ndarray, depth: int, w: float):
+    """Each claim's fused list with its top `depth` re-ordered by (1 - w) * fused + w * maxsim, both min-max."""
     row_of = {d: i for i, d in enumerate(corpus.ids)}
 
     def run(i: int) -> list[tuple[str, float]]:
-        ranked = fused(corpus, dense[i], bm25[i], CANDIDATES)
-        head, tail = ranked[:depth], ranked[depth:]
-        f = np.array([s for _, s in head])
-        m = np.array([best[i, row_of[d]] for d, _ in head])
-        norm = (m - m.min()) / (m.max() - m.min()) if m.max() > m.min() else np.zeros_like(m)
-        fn = (f - f.min()) / (f.max() - f.min()) if f.max() > f.min() else np.zeros_like(f)
-        order = np.lexsort((np.arange(len(head)), -((1 - w) * fn + w * norm)))
+        head, tail = ranked[i][:depth], ranked[i][depth:]
+        f = _scaled(np.array([s for _, s in head]))
+        m = _scaled(np.array([best[i, row_of[d]] for d, _ in head]))
+        order = np.lexsort((np.arange(len(head)), -((1 - w) * f + w * m)))
         return [head[k] for k in order] + tail
     return run
 
@@ -117,14 +120,15 @@ def split_results(corpus: Corpus, c: Claims, sentences: np.ndarray, owners: np.n
     """(family, w) -> per-claim (nDCG@10, recall@100) of one split."""
     dense = app_dense(corpus, c)
     best = maxsim(c.vectors, sentences, owners, len(corpus.ids))
-    out = {("default", 0.0): scored(c, lambda i: fused(corpus, dense[i], c.bm25[i], CANDIDATES)),
+    ranked = [fused(corpus, dense[i], c.bm25[i], CANDIDATES) for i in range(len(c.questions))]  # the default's lists
+    out = {("default", 0.0): scored(c, lambda i: ranked[i]),
            ("maxsim alone", 0.0): scored(c, lambda i: ranking(corpus, best[i], 100))}
     for w in tqdm(WEIGHTS[1:], desc="dense channel"):
         mixed = (1 - w) * dense + w * best
         out[("dense channel", w)] = scored(c, lambda i, m=mixed: fused(corpus, m[i], c.bm25[i], CANDIDATES))
     for depth in DEPTHS:
         for w in tqdm(WEIGHTS[1:], desc=f"re-score top {depth}"):
-            out[(f"re-score top {depth}", w)] = scored(c, rescored(corpus, dense, c.bm25, best, depth, w))
+            out[(f"re-score top {depth}", w)] = scored(c, rescored(corpus, ranked, best, depth, w))
     lists = [(ranking(corpus, c.bm25[i], CANDIDATES, True), ranking(corpus, dense[i], CANDIDATES),
               ranking(corpus, best[i], CANDIDATES)) for i in range(len(c.questions))]
     for norm, weights in tqdm(THREE_CHANNELS, desc="three channels"):
