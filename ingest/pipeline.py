@@ -88,8 +88,10 @@ def new_manifest(settings: Settings, embedder) -> store.Manifest:
     import faiss
     import jieba
 
+    from rag import late_interaction
     from rag.text import TOKENIZER_VERSION
 
+    late = late_interaction.record(settings.late_dims) if late_interaction.stores_tokens(settings, embedder.name) else {}
     return store.Manifest(
         kb=settings.kb,
         embedder=store.EmbedderInfo(embedder.name, embedder.dim, embedder.fingerprint, embedder.query_prefix,
@@ -99,6 +101,7 @@ def new_manifest(settings: Settings, embedder) -> store.Manifest:
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         backend=settings.store,
         packages={"faiss": faiss.__version__, "jieba": jieba.__version__, "numpy": np.__version__},
+        late=late,
     )
 
 
@@ -220,7 +223,11 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     vectors = _embed(chunks, kb, embedder, settings, report, progress)
     report.stage_s["embed"] += time.perf_counter() - t
     t = time.perf_counter()
-    batch = store.Batch(docs, chunks, vectors, [tokenize(c.text) for c in chunks], [chunk_prior(c.text) for c in chunks])
+    tokens, codec = _token_codes(chunks, kb, settings, progress) if kb.manifest.late else (None, None)
+    report.stage_s["late_tokens"] += time.perf_counter() - t
+    t = time.perf_counter()
+    batch = store.Batch(docs, chunks, vectors, [tokenize(c.text) for c in chunks], [chunk_prior(c.text) for c in chunks],
+                        tokens, codec)
     report.stage_s["bm25_tokenize"] += time.perf_counter() - t
 
     dropped_docs = {d for s in work.drop for d in files_state.get(s, {}).get("doc_ids", [])}
@@ -318,6 +325,36 @@ def _embed(chunks: list[Chunk], kb: store.Store, embedder, settings, report, pro
         out[missing] = vecs
     report.chunks_embedded += len(missing)
     return out
+
+
+FIT_TOKENS = 100_000  # token states a new knowledge base's codec is fitted on (its first chunks' tokens)
+
+
+def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tuple[list[np.ndarray], object]:
+    """Each chunk's int8 token codes (reusing stored ones by chunk id), and the codec when this write fits it: a
+    knowledge base's first write fits a PCA (rag.late_interaction.TokenCodec) on its first FIT_TOKENS states."""
+    from rag.late_interaction import TokenCodec, load_encoder
+
+    codec = kb.token_codec
+    if codec is None and len(kb):
+        raise store.KBCorrupt(f"knowledge base {settings.kb!r} records token vectors but has none; rebuild it "
+                              f"with `python -m ingest PATH --kb {settings.kb} --rebuild`")
+    codes = kb.token_vectors([c.id for c in chunks]) if codec is not None else {}
+    missing = [i for i, c in enumerate(chunks) if c.id not in codes]
+    fitted, pending = None, []  # pending: states waiting for the codec
+    encoder = load_encoder(settings, kb.manifest.late) if missing else None
+    for start in tqdm(range(0, len(missing), 64), desc="token vectors", unit="batch", disable=not progress):
+        part = missing[start : start + 64]
+        for i, states in zip(part, encoder.documents([chunks[i].text for i in part])):
+            if codec is not None:
+                codes[chunks[i].id] = codec.encode(states)
+                continue
+            pending.append((i, states))
+            if sum(len(s) for _, s in pending) >= FIT_TOKENS or start + 64 >= len(missing) and i == part[-1]:
+                codec = fitted = TokenCodec.fit(np.concatenate([s for _, s in pending]), kb.manifest.late["dims"])
+                codes.update((chunks[j].id, codec.encode(s)) for j, s in pending)
+                pending = []
+    return [codes[c.id] for c in chunks], fitted
 
 
 def create_kb(settings: Settings) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag import embedder_choice, fuse
+from rag import embedder_choice, fuse, late_interaction
 from rag.dense import rocchio
 from rag.records import Hit
 from rag.settings import BUNDLED_EN_EMBEDDER, Settings
@@ -20,6 +20,7 @@ from rag.text import expand_query, normalize, tokenize
 
 if TYPE_CHECKING:
     from rag.embed import Embedder
+    from rag.late_interaction import ColbertEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,11 @@ class Retriever:
     Shared by app sessions and eval threads: it holds no per-call state (timings come with the result).
     """
 
-    def __init__(self, state: Store, embedder, settings: Settings) -> None:
+    def __init__(self, state: Store, embedder, settings: Settings, late: ColbertEncoder | None = None) -> None:
         self.state = state
         self.embedder = embedder
         self.settings = settings
+        self.late = late  # the encoder of the stored token vectors, when the knowledge base has them
 
     def with_settings(self, settings: Settings) -> Retriever:
         """A retriever over the same knowledge base and embedder with other (per-request) retrieval settings."""
@@ -64,7 +66,7 @@ class Retriever:
         if settings == self.settings:
             return self
         store.check_compatible(self.state.manifest, settings, self.embedder)
-        return Retriever(self.state, self.embedder, settings)
+        return Retriever(self.state, self.embedder, settings, self.late)
 
     @property
     def corpus_language(self) -> str:
@@ -122,16 +124,38 @@ class Retriever:
         dense = self.dense_ranking(query, depth, result.timings_ms) if mode in ("dense", "hybrid") else []
         sparse = self.bm25_ranking(query, depth, result.timings_ms) if mode in ("bm25", "hybrid") else []
         with _timed(result.timings_ms, "fuse"):
-            result.hits = self._fuse(query, dense, sparse, mode, k)
+            ranked = self._fuse(query, dense, sparse, mode)
+        if mode == "hybrid":
+            with _timed(result.timings_ms, "late"):
+                ranked = self.late_rescored(query, ranked)
+        result.hits = self._hits(ranked[:k], dense, sparse)
         return result
 
-    def _fuse(self, query: str, dense: list[tuple[str, float]], sparse: list[tuple[str, float]], mode: str,
-              k: int | None = None) -> list[Hit]:
-        """Combine the rankings, apply the stored chunk prior, and attach provenance to the top `k`."""
+    def _fuse(self, query: str, dense: list[tuple[str, float]], sparse: list[tuple[str, float]],
+              mode: str) -> list[tuple[str, float]]:
+        """Combine the rankings and apply the stored chunk prior; best first."""
         fused = fuse.hybrid(dense, sparse, query, self.settings) if mode == "hybrid" else dict(dense or sparse)
         prior = self.state.priors(list(fused))
-        fused = {key: score * prior[key] if score > 0 else score for key, score in fused.items()}
-        top = fuse.ranked(fused)[:k]
+        return fuse.ranked({key: score * prior[key] if score > 0 else score for key, score in fused.items()})
+
+    def late_rescored(self, query: str, ranked: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """The fused top `late_candidates` re-ordered with the stored token vectors (rag.late_interaction),
+        when the knowledge base has them, late_interaction is not "off" and the query has English text."""
+        codec = self.state.token_codec
+        text = late_interaction.query_text(query)
+        if self.late is None or codec is None or self.settings.late_interaction == "off" or not text:
+            return ranked
+        head = ranked[: self.settings.late_candidates]
+        stored = self.state.token_vectors([key for key, _ in head])
+        if len(stored) < len(head):
+            return ranked
+        q = codec.project(self.late.query(normalize(text)))
+        sims = {key: late_interaction.maxsim(q, codec.decode(codes)) for key, codes in stored.items()}
+        return late_interaction.rescored(head, sims, self.settings.late_weight) + ranked[len(head):]
+
+    def _hits(self, top: list[tuple[str, float]], dense: list[tuple[str, float]],
+              sparse: list[tuple[str, float]]) -> list[Hit]:
+        """Hits for the ranked keys, with each channel's rank and score."""
         dense_at = {key: (rank, score) for rank, (key, score) in enumerate(dense, start=1)}
         sparse_at = {key: (rank, score) for rank, (key, score) in enumerate(sparse, start=1)}
         hits = []
@@ -152,7 +176,8 @@ def open_retriever(settings: Settings, *, embedders: Callable[[Settings], Embedd
     settings = embedder_choice.for_manifest(settings, kb.manifest)
     embedder = (embedders or load_embedder)(settings)
     store.check_compatible(kb.manifest, settings, embedder)
-    return Retriever(kb, embedder, settings)
+    late = late_interaction.load_encoder(settings, kb.manifest.late) if kb.token_codec is not None else None
+    return Retriever(kb, embedder, settings, late)
 
 
 def with_history(question: str, history: list[dict] | tuple = ()) -> str:

@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     feedback_docs: int = 2
     feedback_weight: float = 0.4
     rerank_candidates: int = 20
+    # Late interaction (rag/late_interaction.py): ColBERT token vectors, stored per chunk, re-order the fused top
+    # `late_candidates` by (1 - late_weight) * fused + late_weight * MaxSim (SciFact: README). "auto": a new
+    # knowledge base on the files store embedded with bge-small-en (English) stores them at its first write,
+    # and every knowledge base that has them re-scores with them; "off": neither (an existing knowledge base
+    # keeps storing them for its new chunks, as its manifest records).
+    late_interaction: Literal["auto", "off"] = "auto"
+    late_candidates: int = 30
+    late_weight: float = 0.6
+    late_dims: int = 128  # PCA width of the stored int8 token vectors (bytes per token)
+    late_threads: int = 0  # onnxruntime intra-op threads of the ColBERT encoder (0 = all cores)
     query_expansion: Literal["none", "bm25", "both"] = "both"  # add glossary.tsv's Chinese terms to English queries
     # A question in another language than the knowledge base's is also searched in the knowledge base's
     # language, translated by the LLM (the chain does this, not the retriever). "auto" is on, except for the
@@ -158,7 +168,8 @@ class Settings(BaseSettings):
         return self.query_translation == "on"
 
     @field_validator("top_k", "candidates", "chunk_tokens", "rrf_k", "rerank_candidates", "evidence_tokens",
-                     "extractive_sentences", "rerank_batch_size", "rerank_max_tokens", "api_llm_parallel", "api_max_files")
+                     "extractive_sentences", "rerank_batch_size", "rerank_max_tokens", "api_llm_parallel", "api_max_files",
+                     "late_candidates", "late_dims")
     @classmethod
     def _positive(cls, value: int, info) -> int:
         if value <= 0:
@@ -182,11 +193,11 @@ class Settings(BaseSettings):
             data = {"query_prefix": prefixes[0], "passage_prefix": prefixes[1], **data}
         return data
 
-    @field_validator("dense_weight")
+    @field_validator("dense_weight", "late_weight")
     @classmethod
-    def _unit(cls, value: float) -> float:
+    def _unit(cls, value: float, info) -> float:
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"dense_weight must be in [0, 1], got {value}")
+            raise ValueError(f"{info.field_name} must be in [0, 1], got {value}")
         return value
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 from filelock import FileLock, Timeout
 
+from rag.late_interaction import TokenCodec
 from rag.records import Chunk
 
 logger = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ class Manifest:
     updated: str = ""
     counts: dict = field(default_factory=lambda: {"documents": 0, "chunks": 0})
     dense: str = "flat"  # flat | hnsw
+    late: dict = field(default_factory=dict)  # token vectors stored per chunk: rag.late_interaction.record, or {}
     version: int = 0  # write generation: 1 after the first write, +1 per write
     format_version: int = FORMAT_VERSION
 
@@ -236,20 +238,23 @@ def check_counts(where: str, **counts: int) -> None:
 @dataclass(frozen=True)
 class Batch:
     """One write's additions: documents, their chunks and, row-aligned with the chunks, vectors,
-    BM25 terms and the chunk prior (a fused-score factor computed at ingest)."""
+    BM25 terms, the chunk prior (a fused-score factor computed at ingest) and, for a knowledge base that
+    stores them, each chunk's int8 token codes (with the codec on its first write)."""
 
     docs: Sequence[DocRecord] = ()
     chunks: Sequence[Chunk] = ()
     vectors: np.ndarray | None = None
     terms: Sequence[list[str]] = ()
     priors: Sequence[float] = ()
+    tokens: Sequence[np.ndarray] | None = None
+    codec: TokenCodec | None = None
 
     def __post_init__(self) -> None:
         n = len(self.chunks)
         rows = 0 if self.vectors is None else len(self.vectors)
-        if (rows, len(self.terms), len(self.priors)) != (n, n, n):
+        if (rows, len(self.terms), len(self.priors)) != (n, n, n) or (self.tokens is not None and len(self.tokens) != n):
             raise ValueError(f"batch rows disagree: {n} chunks, {rows} vectors, {len(self.terms)} term lists, "
-                             f"{len(self.priors)} priors")
+                             f"{len(self.priors)} priors, {'no' if self.tokens is None else len(self.tokens)} token rows")
 
 
 class Store(Protocol):
@@ -278,6 +283,13 @@ class Store(Protocol):
 
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of those ids that are indexed (ingest reuses them instead of re-embedding)."""
+
+    @property
+    def token_codec(self) -> TokenCodec | None:
+        """The projection of the stored token vectors, or None when the knowledge base stores none."""
+
+    def token_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored int8 token codes of those ids that have them (empty when none are stored)."""
 
     def apply(self, add: Batch, remove: set[str], manifest: Manifest) -> None:
         """One atomic write: drop documents `remove` (and earlier versions of `add.docs`), add `add`,

@@ -78,6 +78,8 @@ def test_english_corpus_gets_bge_and_answers(tmp_path, backend):
     assert built.id == BUNDLED_EN_EMBEDDER and built.query_prefix.startswith("Represent this sentence")
     retriever = open_retriever(settings)
     assert retriever.embedder.name == BUNDLED_EN_EMBEDDER and retriever.settings.embedder == BUNDLED_EN_EMBEDDER
+    # ColBERT token vectors (late interaction): the files store keeps them, the milvus store does not
+    assert bool(store.peek_manifest(settings).late) == (retriever.late is not None) == (backend == "files")
     for mode in ("dense", "hybrid"):
         assert retriever.search("How long is a backup retained?", mode=mode, k=1)[0].chunk.doc_id.endswith("backups.md")
     assert retriever.search("vacation days per year", mode="dense", k=1)[0].chunk.doc_id.endswith("leave.md")

@@ -54,8 +54,11 @@ def ensure_beir_kb(folder: Path, settings, progress: bool) -> None:
     from rag import store
 
     if store.peek_manifest(settings) is None:
+        from ingest.__main__ import print_summary
+
+        t = time.perf_counter()
         report = run_ingest([folder / "corpus.jsonl"], settings, progress=progress)
-        print(f"ingested {folder / 'corpus.jsonl'} into {settings.kb!r}: {report.chunks_total} chunks", file=sys.stderr)
+        print_summary(report, time.perf_counter() - t, sys.stderr)
 
 
 def translated_queries(items, retriever, settings) -> dict[str, str]:

@@ -56,7 +56,11 @@ def question_metrics(gains: list[float], ideal: list[float], n_relevant: int) ->
 def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJudge, qrels: dict | None, reranker=None,
                   progress: bool = True, queries: dict[str, str] | None = None) -> tuple[dict, list[dict]]:
     """Run every answerable question through one mode; (summary, per-question rows). `queries` maps
-    question ids to prepared search queries (e.g. with a translation); else the question plus history."""
+    question ids to prepared search queries (e.g. with a translation); else the question plus history.
+
+    hit@k, MRR@10 and nDCG@10 score the list the app ranks: each channel `candidates` deep, as a question is
+    searched (a deeper search fuses other min-max scores and re-scores another top). recall@100, and the ideal
+    gains of a QA set's pooled judgement, come from a second, deeper search (300 chunks for BEIR sets)."""
     rows, latencies = [], []
     base_mode = "hybrid" if mode == "rerank" else mode
     for item in tqdm(items, desc=mode, disable=not progress):
@@ -64,17 +68,22 @@ def evaluate_mode(retriever, items: list[QAItem], mode: str, judge: RelevanceJud
             continue
         t = time.perf_counter()
         query = queries[item.id] if queries else with_history(item.question, item.history)
-        hits = retriever.search(query, mode=base_mode, k=DEPTH * 3 if qrels is not None else DEPTH)
+        hits = retriever.search(query, mode=base_mode, k=retriever.settings.candidates)
         if mode == "rerank":
             n = retriever.settings.rerank_candidates
             hits = rerank(reranker, query, hits[:n]) + hits[n:]
         latencies.append((time.perf_counter() - t) * 1000)
+        deep = retriever.search(query, mode=base_mode, k=DEPTH * 3 if qrels is not None else DEPTH)
         if qrels is not None:
-            hits = doc_level(hits)
+            hits, deep = doc_level(hits), doc_level(deep)
         item_qrels = qrels.get(item.id, {}) if qrels is not None else None
-        gains, ideal = judge_hits(item, hits, judge, item_qrels)
-        n_relevant = len([g for g in ideal if g > 0]) if item_qrels is not None else max(1, sum(g > 0 for g in gains))
+        gains, _ = judge_hits(item, hits, judge, item_qrels)
+        deep_gains, ideal = judge_hits(item, deep, judge, item_qrels)
+        if item_qrels is None:  # pooled: every relevant chunk either search found
+            ideal = [1.0] * len({h.chunk.id for h, g in [*zip(hits, gains), *zip(deep, deep_gains)] if g > 0})
+        n_relevant = len([g for g in ideal if g > 0]) if item_qrels is not None else max(1, sum(g > 0 for g in ideal))
         row = question_metrics(gains, ideal, n_relevant)
+        row["recall@100"] = question_metrics(deep_gains, ideal, n_relevant)["recall@100"]
         row.update(id=item.id, mode=mode, top=[h.chunk.id for h in hits[:10]], top_docs=[h.chunk.doc_id for h in hits[:10]])
         if queries:
             row["query"] = query

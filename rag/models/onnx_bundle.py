@@ -49,7 +49,17 @@ BGE_SMALL_EN = BundledOnnx(
     licence="MIT",
     upstream="BAAI/bge-small-en-v1.5",
 )
-BUNDLED_ONNX = {spec.name: spec for spec in (RERANKER_EN, BGE_SMALL_EN)}
+COLBERT_SMALL = BundledOnnx(
+    name="answerai-colbert-small-v1-int8",
+    source="colbert",
+    files={
+        "model.onnx": "4980983628c18e4f0a4c756114abd2d7c097c6ccad9cffc70e77302d21e05df0",
+        "tokenizer.json": "cb374d6bc042c22455946f4e09a89d29882a199fdaf8fb25be00dc8b8857a448",
+    },
+    licence="Apache-2.0",
+    upstream="answerdotai/answerai-colbert-small-v1 (the BERT encoder; its 96-d projection is not in the file)",
+)
+BUNDLED_ONNX = {spec.name: spec for spec in (RERANKER_EN, BGE_SMALL_EN, COLBERT_SMALL)}
 
 
 def package_dir(spec: BundledOnnx) -> Path:

@@ -2,7 +2,8 @@
 
 Layout: `<index_dir>/<kb>` is a symlink to an immutable version folder
 `<index_dir>/.versions/<kb>/<stamp>/` holding `manifest.json`, `chunks.jsonl`, `documents.jsonl`,
-`vectors.npy`, `dense.faiss`, `prior.npy` and `bm25/*.npy|json`. A writer builds a new version
+`vectors.npy`, `dense.faiss`, `prior.npy`, `bm25/*.npy|json` and, for a knowledge base that stores ColBERT
+token vectors, `late/` (int8 codes, per-chunk offsets, the codec's arrays). A writer builds a new version
 folder, then swaps the symlink with one atomic rename, so a reader (or a crash at any moment)
 always sees a complete version. Loading checks that every part has the manifest's row count.
 """
@@ -22,6 +23,7 @@ import numpy as np
 
 from rag.bm25 import BM25Index
 from rag.dense import DenseIndex
+from rag.late_interaction import TokenCodec, TokenVectors
 from rag.records import Chunk
 from rag.store import (
     FORMAT_VERSION,
@@ -51,11 +53,13 @@ class KBState:
     dense: DenseIndex
     bm25: BM25Index
     prior: np.ndarray
+    late: TokenVectors | None = None
 
     def check(self, where: str) -> None:
-        """Raise KBCorrupt unless chunks, vectors, FAISS rows, BM25 rows, priors and the manifest agree."""
+        """Raise KBCorrupt unless chunks, vectors, FAISS rows, BM25 rows, priors, token rows and the manifest agree."""
+        late = {} if self.late is None else {"token rows": len(self.late)}
         check_counts(where, chunks=len(self.chunks), vectors=len(self.dense.vectors), faiss=self.dense.index.ntotal,
-                     bm25=self.bm25.n_docs, prior=len(self.prior), manifest=self.manifest.counts.get("chunks", -1))
+                     bm25=self.bm25.n_docs, prior=len(self.prior), manifest=self.manifest.counts.get("chunks", -1), **late)
 
     def apply(self, add: Batch, remove: set[str], *, hnsw_threshold: int) -> KBState:
         """A new state without the documents in `remove` (and any earlier version of `add.docs`), plus
@@ -74,7 +78,24 @@ class KBState:
             dense=DenseIndex.build(np.concatenate([kept, added]), dim=dim, hnsw_threshold=hnsw_threshold),
             bm25=self.bm25.subset(keep).appended(list(add.terms)),
             prior=np.concatenate([self.prior[keep], np.asarray(add.priors, np.float32)]).astype(np.float32),
+            late=self._late(add, keep),
         )
+
+    def _late(self, add: Batch, keep: np.ndarray) -> TokenVectors | None:
+        """The token vectors after a write: kept rows, then the batch's; a codec only starts an empty store."""
+        if add.codec is not None:
+            if self.late is not None or self.chunks:
+                raise ValueError("a token codec is fitted once, at a knowledge base's first write")
+            base = TokenVectors.empty(add.codec)
+        elif self.late is None:
+            if add.tokens is not None and len(add.tokens):
+                raise ValueError("this knowledge base stores no token vectors")
+            return None
+        else:
+            base = self.late
+        if add.tokens is None and len(add.chunks):
+            raise ValueError("this knowledge base stores token vectors: the batch has none")
+        return base.rebuilt(keep, list(add.tokens or []))
 
 
 def empty_state(manifest: Manifest) -> KBState:
@@ -111,7 +132,8 @@ def load_state(index_dir: Path, kb: str) -> KBState:
                 record = DocRecord(**json.loads(line))
                 documents[record.id] = record
     prior = np.load(folder / "prior.npy", allow_pickle=False)
-    state = KBState(manifest, chunks, documents, DenseIndex.load(folder), BM25Index.load(folder / "bm25"), prior)
+    late = TokenVectors.load(folder / "late") if (folder / "late").is_dir() else None
+    state = KBState(manifest, chunks, documents, DenseIndex.load(folder), BM25Index.load(folder / "bm25"), prior, late)
     state.check(f"knowledge base {kb!r} ({folder})")
     return state
 
@@ -138,6 +160,8 @@ def write_state(index_dir: Path, kb: str, state: KBState) -> KBState:
     state.dense.save(tmp)
     state.bm25.save(tmp / "bm25")
     np.save(tmp / "prior.npy", np.asarray(state.prior, np.float32), allow_pickle=False)
+    if state.late is not None:
+        state.late.save(tmp / "late")
     (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     _fsync_tree(tmp)
     final = versions / stamp
@@ -254,6 +278,14 @@ class FilesStore:
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         vectors = self.state.dense.vectors
         return {i: np.asarray(vectors[self._row[i]]) for i in ids if i in self._row}
+
+    @property
+    def token_codec(self) -> TokenCodec | None:
+        return None if self.state.late is None else self.state.late.codec
+
+    def token_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        late = self.state.late
+        return {} if late is None else {i: late.row(self._row[i]) for i in ids if i in self._row}
 
     def apply(self, add: Batch, remove: set[str], manifest: Manifest) -> None:
         state = replace(self.state, manifest=manifest).apply(add, remove, hnsw_threshold=self.hnsw_threshold)

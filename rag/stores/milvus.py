@@ -209,6 +209,13 @@ class MilvusStore:
             return {}
         return {i: np.asarray(row["vec"], np.float32) for i, row in self._rows(ids, ["vec"]).items()}
 
+    @property
+    def token_codec(self) -> None:
+        return None  # token vectors (late interaction) are kept by the files store only
+
+    def token_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return {}
+
     def stats(self) -> dict:
         return {
             "documents": int(self._manifest.counts.get("documents", 0)),
@@ -243,6 +250,8 @@ class MilvusStore:
 
     # --- writing ------------------------------------------------------------------------------
     def apply(self, add: Batch, remove: set[str], manifest: Manifest) -> None:
+        if add.codec is not None or (add.tokens is not None and len(add.tokens)):
+            raise ValueError("the milvus store keeps no token vectors (late_interaction works on the files store)")
         if self._fresh:
             self._create_collections(manifest.embedder.dim)
             self._fresh = False
