@@ -4,6 +4,7 @@
     nice -n 10 python -m bench.scifact_colbert sweep                      # train-chosen weights -> test
     python -m rag.eval retrieval --beir ../shared/datasets/scifact --split test --modes bm25,dense,hybrid --json F
     flock /tmp/rag-bench.lock python -m bench.scifact_colbert app --questions 100   # the app's index: ms, disk
+    nice -n 10 python -m bench.scifact_colbert feedback   # Rocchio fed by the re-scored top (not adopted)
 
 `encode` runs the wheel's answerai-colbert-small-v1 encoder (bench.late_interaction.Colbert: ColBERT's markers,
 queries padded with [MASK] to 32, document punctuation left out) over all 5,183 abstracts ("title\\ntext",
@@ -82,19 +83,20 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def split_results(corpus: Corpus, c: Claims, forms: dict, offsets: np.ndarray, queries: np.ndarray) -> dict:
+def split_results(corpus: Corpus, c: Claims, forms: dict, offsets: np.ndarray, queries: np.ndarray,
+                  depths: tuple[int, ...] = DEPTHS) -> dict:
     """(form, depth, w) -> per-claim (nDCG@10, recall@100); re-scoring is the app's (rag.late_interaction)."""
     row_of = {d: i for i, d in enumerate(corpus.ids)}
     dense = app_dense(corpus, c)
     ranked = [fused(corpus, dense[i], c.bm25[i], CANDIDATES) for i in range(len(c.questions))]
     out = {("default", 0, 0.0): scored(c, lambda i: ranked[i])}
-    deepest = max(DEPTHS)
+    deepest = max(depths)
     for name, (docs, project) in forms.items():
         sims: list[dict[str, float]] = []
         for i in tqdm(range(len(c.questions)), desc=f"{name} MaxSim"):
             q = project(queries[i])
             sims.append({d: maxsim(q, docs[offsets[row_of[d]]:offsets[row_of[d] + 1]]) for d, _ in ranked[i][:deepest]})
-        for depth, w in itertools.product(DEPTHS, WEIGHTS):
+        for depth, w in itertools.product(depths, WEIGHTS):
             out[(name, depth, w)] = scored(c, lambda i, depth=depth, w=w, sims=sims: rescored(
                 ranked[i][:depth], sims[i], w) + ranked[i][depth:])
     return out
@@ -117,7 +119,7 @@ def sweep(args) -> None:
     per_split = {}
     for split in SPLITS:
         c = load_claims(corpus, split)
-        per_split[split] = split_results(corpus, c, forms, offsets, np.load(queries_path(split)))
+        per_split[split] = split_results(corpus, c, forms, offsets, np.load(queries_path(split)), tuple(args.depths))
     results = {key: {s: per_split[s][key] for s in SPLITS} for key in per_split["test"]}
     base = results[("default", 0, 0.0)]
     rows = [["default: BM25 + bge with Rocchio", "", f"{base['train'][:, 0].mean():.3f}",
@@ -138,6 +140,55 @@ def sweep(args) -> None:
                      f"{counts.mean() * bytes_per * 10_000 / 2**20:,.0f} MiB"])
     print(table(["token vectors", "train-chosen", "train nDCG@10", "test nDCG@10",
                  "Δ test (95% bootstrap), claims better / worse", "tuned on test", "per 10k abstracts"], rows))
+
+
+class _Late:
+    """The default's late stage over whole abstracts (PCA 128-d int8, top 30, w 0.6), MaxSim cached per pair."""
+
+    def __init__(self, corpus: Corpus, c: Claims, codec: TokenCodec, docs: np.ndarray, offsets: np.ndarray,
+                 queries: np.ndarray) -> None:
+        self.corpus, self.c, self.docs, self.offsets = corpus, c, docs, offsets
+        self.queries = [codec.project(q) for q in queries]
+        self.row_of = {d: i for i, d in enumerate(corpus.ids)}
+        self.sims: dict[tuple[int, str], float] = {}
+
+    def __call__(self, i: int, dense: np.ndarray) -> list[tuple[str, float]]:
+        f = fused(self.corpus, dense[i], self.c.bm25[i], CANDIDATES)
+        for d, _ in f[:30]:
+            if (i, d) not in self.sims:
+                r = self.row_of[d]
+                self.sims[(i, d)] = maxsim(self.queries[i], self.docs[self.offsets[r]:self.offsets[r + 1]])
+        return rescored(f[:30], {d: self.sims[(i, d)] for d, _ in f[:30]}, 0.6) + f[30:]
+
+
+def feedback(_args) -> None:
+    """Rocchio fed by the re-scored top k (instead of the first dense hits), then fused and re-scored again: the
+    default's late stage on both passes; train and test."""
+    from bench.scifact_prf import rocchio_scores
+
+    corpus = load_corpus()
+    tokens, offsets = np.load(TOKENS), np.load(OFFSETS)
+    codec = TokenCodec.fit(tokens, 128)
+    docs = np.concatenate([codec.decode(codec.encode(tokens[i:i + 200_000])) for i in range(0, len(tokens), 200_000)])
+    grid = list(itertools.product((1, 2, 3), (0.2, 0.4, 0.6, 0.8)))
+    results = {}
+    for split in SPLITS:
+        c = load_claims(corpus, split)
+        late = _Late(corpus, c, codec, docs, offsets, np.load(queries_path(split)))
+        first = [late(i, app_dense(corpus, c)) for i in range(len(c.questions))]
+        results[(split, "default")] = scored(c, first.__getitem__)
+        for k, alpha in tqdm(grid, desc=split):
+            rows = np.array([[late.row_of[d] for d, _ in first[i][:k]] for i in range(len(c.questions))])
+            moved = rocchio_scores(corpus.vectors, c.vectors, rows, alpha)
+            results[(split, (k, alpha))] = scored(c, lambda i, moved=moved, late=late: late(i, moved))
+    base = results[("test", "default")][:, 0]
+    rows = []
+    for key in ["default", *grid]:
+        delta = results[("test", key)][:, 0] - base
+        lo, hi = bootstrap(delta)
+        rows.append([str(key), f"{results[('train', key)][:, 0].mean():.3f}", f"{results[('test', key)][:, 0].mean():.3f}",
+                     f"{delta.mean():+.3f} ({lo:+.3f} … {hi:+.3f})"])
+    print(table(["feedback from the re-scored top (k, alpha)", "train nDCG@10", "test nDCG@10", "Δ test"], rows))
 
 
 def app(args) -> None:
@@ -184,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("sweep")
     s.add_argument("--dims", type=int, nargs="*", default=list(PCA_DIMS))
     s.add_argument("--sample", type=int, default=200_000, help="token states the PCA is fitted on")
+    s.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS), help="fused top n re-scored")
     s.set_defaults(run=sweep)
+    sub.add_parser("feedback").set_defaults(run=feedback)
     a = sub.add_parser("app")
     a.add_argument("--kb", default="beir-scifact")
     a.add_argument("--index-dir", default="index")
