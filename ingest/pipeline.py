@@ -333,7 +333,7 @@ FIT_TOKENS = 100_000  # token states a new knowledge base's codec is fitted on (
 def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tuple[list[np.ndarray], object]:
     """Each chunk's int8 token codes (reusing stored ones by chunk id), and the codec when this write fits it: a
     knowledge base's first write fits a PCA (rag.late_interaction.TokenCodec) on its first FIT_TOKENS states."""
-    from rag.late_interaction import TokenCodec, load_encoder
+    from rag.late_interaction import load_encoder
 
     codec = kb.token_codec
     if codec is None and len(kb):
@@ -341,7 +341,7 @@ def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tu
                               f"with `python -m ingest PATH --kb {settings.kb} --rebuild`")
     codes = kb.token_vectors([c.id for c in chunks]) if codec is not None else {}
     missing = [i for i, c in enumerate(chunks) if c.id not in codes]
-    fitted, pending = None, []  # pending: states waiting for the codec
+    fitted, pending, waiting = None, [], 0  # pending: (row, states) waiting for the codec; waiting: their tokens
     encoder = load_encoder(settings, kb.manifest.late) if missing else None
     for start in tqdm(range(0, len(missing), 64), desc="token vectors", unit="batch", disable=not progress):
         part = missing[start : start + 64]
@@ -350,11 +350,22 @@ def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tu
                 codes[chunks[i].id] = codec.encode(states)
                 continue
             pending.append((i, states))
-            if sum(len(s) for _, s in pending) >= FIT_TOKENS or start + 64 >= len(missing) and i == part[-1]:
-                codec = fitted = TokenCodec.fit(np.concatenate([s for _, s in pending]), kb.manifest.late["dims"])
-                codes.update((chunks[j].id, codec.encode(s)) for j, s in pending)
+            waiting += len(states)
+            if waiting >= FIT_TOKENS:
+                codec = fitted = _fit_codec(pending, kb.manifest.late["dims"], codes, chunks)
                 pending = []
+    if pending:  # a first write with fewer than FIT_TOKENS token states
+        fitted = _fit_codec(pending, kb.manifest.late["dims"], codes, chunks)
     return [codes[c.id] for c in chunks], fitted
+
+
+def _fit_codec(pending: list, dims: int, codes: dict, chunks: list[Chunk]):
+    """Fit the codec on the pending chunks' states and store their codes into `codes`."""
+    from rag.late_interaction import TokenCodec
+
+    codec = TokenCodec.fit(np.concatenate([s for _, s in pending]), dims)
+    codes.update((chunks[j].id, codec.encode(s)) for j, s in pending)
+    return codec
 
 
 def create_kb(settings: Settings) -> None:

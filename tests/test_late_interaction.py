@@ -120,3 +120,20 @@ def test_other_knowledge_bases_store_no_token_vectors(tmp_path, files, options):
     retriever = open_retriever(settings)
     assert retriever.late is None and retriever.state.token_codec is None
     assert not (tmp_path / "index" / "kb" / "late").exists()
+
+
+def test_a_first_write_fits_the_codec_on_its_first_states_and_encodes_the_rest_with_it(tmp_path, monkeypatch):
+    import ingest.pipeline
+
+    monkeypatch.setattr(ingest.pipeline, "FIT_TOKENS", 20)  # the first chunk's states already fill the sample
+    settings = Settings(index_dir=tmp_path / "index", kb="en")
+    assert run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False).wrote
+    retriever = open_retriever(settings)
+    kb, codec = retriever.state, retriever.state.token_codec
+    chunks = kb.state.chunks
+    assert len(chunks) == len(ENGLISH) == len(kb.state.late) and codec.dims < 128  # fitted on < 128 states
+    states = retriever.late.documents([c.text for c in chunks])
+    for chunk, s in zip(chunks, states):
+        stored = codec.decode(kb.token_vectors([chunk.id])[chunk.id])
+        # states beyond the fitted sample may pass its int8 range and are clipped: close, not exact
+        assert stored.shape == (len(s), codec.dims) and (stored * codec.project(s)).sum(axis=1).min() > 0.95
