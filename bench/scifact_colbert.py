@@ -30,20 +30,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from bench import scifact_prf as prf
 from bench.common import SCIFACT, table
 from bench.late_interaction import Colbert, model_folder
 from bench.scifact_docs import VECTORS, abstracts
-from bench.scifact_prf import (
-    SPLITS,
-    Claims,
-    Corpus,
-    app_dense,
-    bootstrap,
-    fused,
-    load_claims,
-    load_corpus,
-    scored,
-)
 from rag.late_interaction import TokenCodec, maxsim, query_text, rescored
 from rag.text import normalize
 
@@ -61,7 +51,7 @@ def queries_path(split: str):
 
 
 def encode(args) -> None:
-    corpus = load_corpus()
+    corpus = prf.load_corpus()
     docs = abstracts()
     model = Colbert(model_folder())
     if not args.queries_only:
@@ -72,8 +62,8 @@ def encode(args) -> None:
                 offsets.append(offsets[-1] + len(states))
         np.save(TOKENS, np.concatenate(parts))
         np.save(OFFSETS, np.array(offsets))
-    for split in SPLITS:
-        claims = load_claims(corpus, split)
+    for split in prf.SPLITS:
+        claims = prf.load_claims(corpus, split)
         texts = [normalize(query_text(q.query)) for q in claims.questions]  # as the app reads a query, one at a time
         np.save(queries_path(split), model.queries(texts).astype(np.float16))
 
@@ -83,13 +73,13 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def split_results(corpus: Corpus, c: Claims, forms: dict, offsets: np.ndarray, queries: np.ndarray,
+def split_results(corpus: prf.Corpus, c: prf.Claims, forms: dict, offsets: np.ndarray, queries: np.ndarray,
                   depths: tuple[int, ...] = DEPTHS) -> dict:
     """(form, depth, w) -> per-claim (nDCG@10, recall@100); re-scoring is the app's (rag.late_interaction)."""
     row_of = {d: i for i, d in enumerate(corpus.ids)}
-    dense = app_dense(corpus, c)
-    ranked = [fused(corpus, dense[i], c.bm25[i], CANDIDATES) for i in range(len(c.questions))]
-    out = {("default", 0, 0.0): scored(c, lambda i: ranked[i])}
+    dense = prf.app_dense(corpus, c)
+    ranked = [prf.fused(corpus, dense[i], c.bm25[i], CANDIDATES) for i in range(len(c.questions))]
+    out = {("default", 0, 0.0): prf.scored(c, lambda i: ranked[i])}
     deepest = max(depths)
     for name, (docs, project) in forms.items():
         sims: list[dict[str, float]] = []
@@ -97,13 +87,13 @@ def split_results(corpus: Corpus, c: Claims, forms: dict, offsets: np.ndarray, q
             q = project(queries[i])
             sims.append({d: maxsim(q, docs[offsets[row_of[d]]:offsets[row_of[d] + 1]]) for d, _ in ranked[i][:deepest]})
         for depth, w in itertools.product(depths, WEIGHTS):
-            out[(name, depth, w)] = scored(c, lambda i, depth=depth, w=w, sims=sims: rescored(
+            out[(name, depth, w)] = prf.scored(c, lambda i, depth=depth, w=w, sims=sims: rescored(
                 ranked[i][:depth], sims[i], w) + ranked[i][depth:])
     return out
 
 
 def sweep(args) -> None:
-    corpus = load_corpus()
+    corpus = prf.load_corpus()
     tokens, offsets = np.load(TOKENS), np.load(OFFSETS)
     counts = np.diff(offsets)
     print(f"{len(tokens)} token states for {len(counts)} abstracts: mean {counts.mean():.0f}, p90 "
@@ -117,10 +107,10 @@ def sweep(args) -> None:
         forms[f"PCA {dims}-d int8"] = (np.concatenate([codec.decode(codec.encode(tokens[i:i + step]))
                                                        for i in range(0, len(tokens), step)]), codec.project)
     per_split = {}
-    for split in SPLITS:
-        c = load_claims(corpus, split)
+    for split in prf.SPLITS:
+        c = prf.load_claims(corpus, split)
         per_split[split] = split_results(corpus, c, forms, offsets, np.load(queries_path(split)), tuple(args.depths))
-    results = {key: {s: per_split[s][key] for s in SPLITS} for key in per_split["test"]}
+    results = {key: {s: per_split[s][key] for s in prf.SPLITS} for key in per_split["test"]}
     base = results[("default", 0, 0.0)]
     rows = [["default: BM25 + bge with Rocchio", "", f"{base['train'][:, 0].mean():.3f}",
              f"{base['test'][:, 0].mean():.3f}", "", "", ""]]
@@ -130,7 +120,7 @@ def sweep(args) -> None:
         on_test = max(members, key=lambda k: members[k]["test"][:, 0].mean())
         r = members[chosen]
         delta = r["test"][:, 0] - base["test"][:, 0]
-        lo, hi = bootstrap(delta)
+        lo, hi = prf.bootstrap(delta)
         bytes_per = {"384-d float16": 384 * 2}.get(name) or int(name.split()[1].split("-")[0]) * (
             1 if name.endswith("int8") else 4)
         rows.append([name, f"top {chosen[1]}, w {chosen[2]}", f"{r['train'][:, 0].mean():.3f}",
@@ -145,7 +135,7 @@ def sweep(args) -> None:
 class _Late:
     """The default's late stage over whole abstracts (PCA 128-d int8, top 30, w 0.6), MaxSim cached per pair."""
 
-    def __init__(self, corpus: Corpus, c: Claims, codec: TokenCodec, docs: np.ndarray, offsets: np.ndarray,
+    def __init__(self, corpus: prf.Corpus, c: prf.Claims, codec: TokenCodec, docs: np.ndarray, offsets: np.ndarray,
                  queries: np.ndarray) -> None:
         self.corpus, self.c, self.docs, self.offsets = corpus, c, docs, offsets
         self.queries = [codec.project(q) for q in queries]
@@ -153,7 +143,7 @@ class _Late:
         self.sims: dict[tuple[int, str], float] = {}
 
     def __call__(self, i: int, dense: np.ndarray) -> list[tuple[str, float]]:
-        f = fused(self.corpus, dense[i], self.c.bm25[i], CANDIDATES)
+        f = prf.fused(self.corpus, dense[i], self.c.bm25[i], CANDIDATES)
         for d, _ in f[:30]:
             if (i, d) not in self.sims:
                 r = self.row_of[d]
@@ -164,28 +154,26 @@ class _Late:
 def feedback(_args) -> None:
     """Rocchio fed by the re-scored top k (instead of the first dense hits), then fused and re-scored again: the
     default's late stage on both passes; train and test."""
-    from bench.scifact_prf import rocchio_scores
-
-    corpus = load_corpus()
+    corpus = prf.load_corpus()
     tokens, offsets = np.load(TOKENS), np.load(OFFSETS)
     codec = TokenCodec.fit(tokens, 128)
     docs = np.concatenate([codec.decode(codec.encode(tokens[i:i + 200_000])) for i in range(0, len(tokens), 200_000)])
     grid = list(itertools.product((1, 2, 3), (0.2, 0.4, 0.6, 0.8)))
     results = {}
-    for split in SPLITS:
-        c = load_claims(corpus, split)
+    for split in prf.SPLITS:
+        c = prf.load_claims(corpus, split)
         late = _Late(corpus, c, codec, docs, offsets, np.load(queries_path(split)))
-        first = [late(i, app_dense(corpus, c)) for i in range(len(c.questions))]
-        results[(split, "default")] = scored(c, first.__getitem__)
+        first = [late(i, prf.app_dense(corpus, c)) for i in range(len(c.questions))]
+        results[(split, "default")] = prf.scored(c, first.__getitem__)
         for k, alpha in tqdm(grid, desc=split):
             rows = np.array([[late.row_of[d] for d, _ in first[i][:k]] for i in range(len(c.questions))])
-            moved = rocchio_scores(corpus.vectors, c.vectors, rows, alpha)
-            results[(split, (k, alpha))] = scored(c, lambda i, moved=moved, late=late: late(i, moved))
+            moved = prf.rocchio_scores(corpus.vectors, c.vectors, rows, alpha)
+            results[(split, (k, alpha))] = prf.scored(c, lambda i, moved=moved, late=late: late(i, moved))
     base = results[("test", "default")][:, 0]
     rows = []
     for key in ["default", *grid]:
         delta = results[("test", key)][:, 0] - base
-        lo, hi = bootstrap(delta)
+        lo, hi = prf.bootstrap(delta)
         rows.append([str(key), f"{results[('train', key)][:, 0].mean():.3f}", f"{results[('test', key)][:, 0].mean():.3f}",
                      f"{delta.mean():+.3f} ({lo:+.3f} … {hi:+.3f})"])
     print(table(["feedback from the re-scored top (k, alpha)", "train nDCG@10", "test nDCG@10", "Δ test"], rows))
