@@ -6,6 +6,9 @@ import pytest
 
 from ingest.pipeline import create_kb, run_ingest
 from rag import embedder_choice, store
+from rag.chain import check_answer, support_embedder
+from rag.prompt import Source
+from rag.records import Chunk
 from rag.retrieve import open_retriever
 from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
 from tests.conftest import SAMPLE, SHARED
@@ -99,6 +102,7 @@ def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
     assert run_ingest([_docs(tmp_path / "docs", files)], settings, progress=False).wrote
     assert _recorded(settings) == expected
     assert open_retriever(settings).embedder.name == expected
+    assert support_embedder(open_retriever(settings)) is open_retriever(settings).embedder  # e5 checks with itself
     assert not open_retriever(settings).dense_feedback  # e5: off (CMRC2018 measured worse)
 
 
@@ -161,3 +165,18 @@ def test_api_serves_each_knowledge_base_with_its_own_embedder(tmp_path):
         opened = {kb: app.state.resources.open(settings.model_copy(update={"kb": kb})).retriever for kb in ("en", "zh")}
     assert opened["en"].embedder.name == BUNDLED_EN_EMBEDDER and opened["zh"].embedder.name == BUNDLED_EMBEDDER
     assert opened["en"].embedder is open_retriever(settings.model_copy(update={"kb": "en"})).embedder  # loaded once
+
+
+def test_answers_over_english_sources_are_checked_with_the_multilingual_embedder(tmp_path):
+    settings = Settings(index_dir=tmp_path / "index", kb="en")
+    assert run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False).wrote
+    retriever = open_retriever(settings)
+    checker = support_embedder(retriever)
+    assert retriever.embedder.name == BUNDLED_EN_EMBEDDER and checker.name == BUNDLED_EMBEDDER
+    text = ENGLISH["backups.md"].split("\n\n", 1)[1].strip()
+    source = Source(1, (Chunk(id="c1", doc_id="backups.md", text=text, source="/d/backups.md", start=0, end=len(text)),),
+                    "backups.md", "", text, 1)
+    said = "每个备份在冷存储中保留三十天，然后删除。"  # what the source says, in Chinese, without a marker
+    assert check_answer(said, [source], checker.encode_queries).text == said + "[1]"
+    assert check_answer(said, [source], retriever.embedder.encode_queries).refusal == "unsupported"  # bge reads no Chinese
+    assert check_answer("每个备份保留九十天。", [source], checker.encode_queries).refusal == "unsupported"
