@@ -223,7 +223,8 @@ def _apply(work: _Plan, manifest, files_state: dict, settings: Settings, report:
     vectors = _embed(chunks, kb, embedder, settings, report, progress)
     report.stage_s["embed"] += time.perf_counter() - t
     t = time.perf_counter()
-    tokens, codec = _token_codes(chunks, kb, settings, progress) if kb.manifest.late else (None, None)
+    titles = {d.id: d.title for d in docs}
+    tokens, codec = _token_codes(chunks, titles, kb, settings, progress) if kb.manifest.late else (None, None)
     report.stage_s["late_tokens"] += time.perf_counter() - t
     t = time.perf_counter()
     batch = store.Batch(docs, chunks, vectors, [tokenize(c.text) for c in chunks], [chunk_prior(c.text) for c in chunks],
@@ -330,10 +331,12 @@ def _embed(chunks: list[Chunk], kb: store.Store, embedder, settings, report, pro
 FIT_TOKENS = 100_000  # token states a new knowledge base's codec is fitted on (its first chunks' tokens)
 
 
-def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tuple[list[np.ndarray], object]:
-    """Each chunk's int8 token codes (reusing stored ones by chunk id), and the codec when this write fits it: a
-    knowledge base's first write fits a PCA (rag.late_interaction.TokenCodec) on its first FIT_TOKENS states."""
-    from rag.late_interaction import load_encoder
+def _token_codes(chunks: list[Chunk], titles: dict[str, str], kb: store.Store, settings,
+                 progress) -> tuple[list[np.ndarray], object]:
+    """Each chunk's int8 token codes (reusing stored ones by chunk id; a chunk is read under its document's title,
+    `titles`), and the codec when this write fits it: a knowledge base's first write fits a PCA
+    (rag.late_interaction.TokenCodec) on its first FIT_TOKENS states."""
+    from rag.late_interaction import chunk_text, load_encoder
 
     codec = kb.token_codec
     if codec is None and len(kb):
@@ -345,7 +348,8 @@ def _token_codes(chunks: list[Chunk], kb: store.Store, settings, progress) -> tu
     encoder = load_encoder(settings, kb.manifest.late) if missing else None
     for start in tqdm(range(0, len(missing), 64), desc="token vectors", unit="batch", disable=not progress):
         part = missing[start : start + 64]
-        for i, states in zip(part, encoder.documents([chunks[i].text for i in part])):
+        texts = [chunk_text(chunks[i].text, titles.get(chunks[i].doc_id, "")) for i in part]
+        for i, states in zip(part, encoder.documents(texts)):
             if codec is not None:
                 codes[chunks[i].id] = codec.encode(states)
                 continue

@@ -229,6 +229,13 @@ def load_encoder(settings, late: dict) -> ColbertEncoder:
     return encoder
 
 
+def chunk_text(text: str, title: str) -> str:
+    """What the encoder reads of a chunk: its text, under its document's title unless its first line holds the title
+    (a long document's later chunks lack it), as an evidence sentence is read under its heading."""
+    title = title.strip()
+    return f"{title}\n{text}" if title and title not in text.split("\n", 1)[0] else text
+
+
 def query_text(query: str) -> str:
     """What the English encoder reads of a query: its text with CJK characters set aside (a cross-lingual
     question carries its English translation); empty when too little Latin text is left."""

@@ -1,5 +1,7 @@
 """Late interaction: the bundled ColBERT encoder, the stored int8 token vectors and the re-scoring stage."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,21 @@ def test_a_first_write_fits_the_codec_on_its_first_states_and_encodes_the_rest_w
         stored = codec.decode(kb.token_vectors([chunk.id])[chunk.id])
         # states beyond the fitted sample may pass its int8 range and are clipped: close, not exact
         assert stored.shape == (len(s), codec.dims) and (stored * codec.project(s)).sum(axis=1).min() > 0.95
+
+
+def test_a_later_chunk_is_read_under_its_document_title(tmp_path):
+    assert late_interaction.chunk_text("They run nightly.", "Backups") == "Backups\nThey run nightly."
+    assert late_interaction.chunk_text("# Backups\n\nThey run nightly.", "Backups") == "# Backups\n\nThey run nightly."
+    assert late_interaction.chunk_text("They run nightly.", "") == "They run nightly."
+    body = " ".join(f"Step {i} copies snapshot {i} to a clean host and verifies its checksum." for i in range(120))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "Restore drill", "text": body}) + "\n")
+    settings = Settings(index_dir=tmp_path / "index", kb="en")
+    assert run_ingest([docs], settings, progress=False).wrote
+    retriever = open_retriever(settings)
+    chunks = retriever.state.state.chunks
+    read = [late_interaction.chunk_text(c.text, "Restore drill") for c in chunks]
+    assert len(chunks) > 1 and read[0] == chunks[0].text and all(r.startswith("Restore drill\n") for r in read[1:])
+    for chunk, text in zip(chunks, read):
+        assert len(retriever.state.token_vectors([chunk.id])[chunk.id]) == len(retriever.late.documents([text])[0])
