@@ -214,6 +214,27 @@ def app(args) -> None:
           f"{sum(f.stat().st_size for f in folder.rglob('*') if f.is_file()) * per:,.1f} MiB per 10k chunks")
 
 
+def app_grid(args) -> None:
+    """The app's own knowledge base: hybrid nDCG@10 of a split for each late_candidates x late_weight, through
+    rag.eval's scoring (to choose on train, then read test at the choice)."""
+    from rag.eval.datasets import load_beir
+    from rag.eval.qa import RelevanceJudge
+    from rag.eval.retrieval import evaluate_mode
+    from rag.retrieve import open_retriever
+    from rag.settings import load_settings
+
+    base = open_retriever(load_settings(None, kb=args.kb, index_dir=args.index_dir))
+    items, qrels = load_beir(SCIFACT_DIR, args.split)
+    judge = RelevanceJudge({d: r.text for d, r in base.state.documents.items()})
+    rows = []
+    for depth, weight in itertools.product(args.depths, args.weights):
+        retriever = base.with_settings(base.settings.model_copy(update={"late_candidates": depth, "late_weight": weight}))
+        summary, _ = evaluate_mode(retriever, items, "hybrid", judge, qrels, progress=False)
+        rows.append([str(depth), str(weight), f"{summary['ndcg@10']:.4f}", f"{summary['mrr@10']:.4f}"])
+    print(f"SciFact {args.split} ({len(items)} claims), app index {args.kb}")
+    print(table(["late_candidates", "late_weight", "nDCG@10", "MRR@10"], rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -231,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--index-dir", default="index")
     a.add_argument("--questions", type=int, default=100)
     a.set_defaults(run=app)
+    g = sub.add_parser("app-grid")
+    g.add_argument("--kb", default="beir-scifact")
+    g.add_argument("--index-dir", default="index")
+    g.add_argument("--split", default="train")
+    g.add_argument("--depths", type=int, nargs="*", default=[20, 30, 40])
+    g.add_argument("--weights", type=float, nargs="*", default=[0.5, 0.6, 0.7])
+    g.set_defaults(run=app_grid)
     args = parser.parse_args(argv)
     args.run(args)
     return 0
