@@ -27,6 +27,7 @@ from rag.cite import (
     strip_markers,
     support_check,
 )
+from rag.embed import support_embedder
 from rag.evidence import Evidence, followers, select_evidence
 from rag.generate import draft_answer
 from rag.llm import LLMClient, LLMError, LLMUnavailable, estimate_tokens
@@ -43,7 +44,7 @@ from rag.records import Answer, Chunk, Citation, Hit, paged_span
 from rag.refusal import detect_refusal
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
-from rag.settings import BUNDLED_EMBEDDER, BUNDLED_EN_EMBEDDER, Settings
+from rag.settings import Settings
 from rag.text import language, tokenize
 
 logger = logging.getLogger(__name__)
@@ -216,18 +217,6 @@ class Checked:
     refusal: str = ""  # "unsupported": the key claim has no support; "uncited": nothing is tied to a source
 
 
-def support_embedder(retriever: Retriever):
-    """The embedder of the support check's cosine (rag.cite: set for e5's cosines, used where words cannot be
-    compared, e.g. a Chinese sentence over an English source): the knowledge base's own, unless that is the
-    English-only bge-small-en, which cannot read Chinese; then the bundled multilingual e5."""
-    from rag.embed import load_embedder
-
-    if retriever.embedder.name != BUNDLED_EN_EMBEDDER:
-        return retriever.embedder
-    s = retriever.settings
-    return load_embedder(Settings(embedder=BUNDLED_EMBEDDER, cache_dir=s.cache_dir, device=s.device))
-
-
 def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, question: str = "") -> Checked:
     """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
 
@@ -389,7 +378,8 @@ def answer(
              "generations": 2 if draft.retried else 1}
     if detect_refusal(draft.text, lang):
         return result(refused="model", answerable_p=p_yes, usage=usage, draft=draft.text)
-    checked = check_answer(draft.text, found.sources, support_embedder(retriever).encode_queries, found.standalone)
+    checker = support_embedder(retriever.embedder, retriever.settings)  # e5 for an English-only bge knowledge base
+    checked = check_answer(draft.text, found.sources, checker.encode_queries, found.standalone)
     if checked.refusal:
         logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
         return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=draft.text,

@@ -177,3 +177,12 @@ def load_embedder(settings: Settings) -> Embedder:
         settings.query_prefix,
         settings.passage_prefix,
     )
+
+
+def support_embedder(embedder, settings: Settings):
+    """The embedder of the citation check's cosine (rag.cite: its threshold is set on e5's cosines, used where words
+    cannot be compared, e.g. a Chinese sentence over an English source): the knowledge base's own, unless that is
+    the English-only bge-small-en, which cannot read Chinese; then the bundled multilingual e5."""
+    if embedder.name != BUNDLED_EN_EMBEDDER:
+        return embedder
+    return load_embedder(Settings(embedder=BUNDLED_EMBEDDER, cache_dir=settings.cache_dir, device=settings.device))

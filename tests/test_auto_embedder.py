@@ -6,7 +6,8 @@ import pytest
 
 from ingest.pipeline import create_kb, run_ingest
 from rag import embedder_choice, store
-from rag.chain import check_answer, support_embedder
+from rag.chain import check_answer
+from rag.embed import support_embedder
 from rag.prompt import Source
 from rag.records import Chunk
 from rag.retrieve import open_retriever
@@ -102,7 +103,8 @@ def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
     assert run_ingest([_docs(tmp_path / "docs", files)], settings, progress=False).wrote
     assert _recorded(settings) == expected
     assert open_retriever(settings).embedder.name == expected
-    assert support_embedder(open_retriever(settings)) is open_retriever(settings).embedder  # e5 checks with itself
+    retriever = open_retriever(settings)
+    assert support_embedder(retriever.embedder, retriever.settings) is retriever.embedder  # e5 checks with itself
     assert not open_retriever(settings).dense_feedback  # e5: off (CMRC2018 measured worse)
 
 
@@ -171,7 +173,7 @@ def test_answers_over_english_sources_are_checked_with_the_multilingual_embedder
     settings = Settings(index_dir=tmp_path / "index", kb="en")
     assert run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False).wrote
     retriever = open_retriever(settings)
-    checker = support_embedder(retriever)
+    checker = support_embedder(retriever.embedder, retriever.settings)
     assert retriever.embedder.name == BUNDLED_EN_EMBEDDER and checker.name == BUNDLED_EMBEDDER
     text = ENGLISH["backups.md"].split("\n\n", 1)[1].strip()
     source = Source(1, (Chunk(id="c1", doc_id="backups.md", text=text, source="/d/backups.md", start=0, end=len(text)),),

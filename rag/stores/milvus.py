@@ -209,9 +209,7 @@ class MilvusStore:
             return {}
         return {i: np.asarray(row["vec"], np.float32) for i, row in self._rows(ids, ["vec"]).items()}
 
-    @property
-    def token_codec(self) -> None:
-        return None  # token vectors (late interaction) are kept by the files store only
+    token_codec = None  # token vectors (late interaction) are kept by the files store only
 
     def token_vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         return {}
