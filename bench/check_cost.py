@@ -1,4 +1,4 @@
-"""Time of the citation/support step (rag.chain.check_answer) on a recorded run's answers, with the lexicon's
+"""Time of the citation/support step (rag.check.check_answer) on a recorded run's answers, with the lexicon's
 two rules (rag.cite TRANSLATED_MARGIN / TRANSLATED_FLOOR) on and off, alternating, plus the lexicon's build.
 
     flock /tmp/rag-bench.lock python -m bench.check_cost eval-out/s22/dev.record.jsonl
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.refusal_thresholds import recorded_sources
 from rag import cite
-from rag.chain import check_answer
+from rag.check import check_answer
 from rag.embed import load_embedder
 from rag.lexicon import lexicon
 from rag.settings import load_settings

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-REFUSED_AFTER_CHECK = ("unsupported", "uncited")  # outcomes of rag.chain.check_answer, replayed from the draft
+REFUSED_AFTER_CHECK = ("unsupported", "uncited")  # outcomes of rag.check.check_answer, replayed from the draft
 
 
 def _headings_of(kb: str) -> Callable[[dict], tuple[str, ...]]:
@@ -44,9 +44,9 @@ def recorded_sources(row: dict, headings: Callable[[dict], tuple[str, ...]] = la
 
 
 def recheck(rows: list[dict], kb: str | None = None) -> list[dict]:
-    """Rows whose answers pass the current citation/support step again (rag.chain.check_answer on the recorded
+    """Rows whose answers pass the current citation/support step again (rag.check.check_answer on the recorded
     model text), so a change of the support rules is measured without generating again."""
-    from rag.chain import check_answer
+    from rag.check import check_answer
     from rag.embed import load_embedder
     from rag.eval.qa import answer_phrase_recall
     from rag.settings import load_settings

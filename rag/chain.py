@@ -13,20 +13,14 @@ are the answer.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rag.answer_type import missing_answer_type
-from rag.cite import (
-    SentenceSupport,
-    attribute_citations,
-    parse_citations,
-    strip_markers,
-    support_check,
-)
+from rag.check import check_answer, sourced
+from rag.cite import parse_citations
 from rag.embed import support_embedder
 from rag.evidence import Evidence, followers, select_evidence
 from rag.generate import draft_answer
@@ -40,24 +34,18 @@ from rag.prompt import (
     refusal_text,
     translate_messages,
 )
-from rag.records import Answer, Chunk, Citation, Hit, paged_span
+from rag.records import Answer, Hit
 from rag.refusal import detect_refusal
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
 from rag.settings import Settings
-from rag.text import language, tokenize
+from rag.text import language
 
 logger = logging.getLogger(__name__)
 
 CONDENSE_MAX_TOKENS = 96
 TRANSLATE_MAX_TOKENS = 128
 ANSWER_OPTIONS = {"zh": ("是", "否"), "en": ("yes", "no")}
-_LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
-# Words about the documents rather than their content (rag.text.tokenize's stems): "… in sources [1] and [3]".
-_ABOUT_THE_SOURCES = frozenset({"accord", "sourc", "document", "note", "passag", "text", "mention",
-                                "根据", "资料", "文档", "笔记", "原文", "提到", "里"})
-_CLOSED_QUESTION = re.compile(r"是否|会不会|能不能|是不是|有没有|可不可以|要不要|还是|吗|\bor\b|"
-                              r"^\s*(?:is|are|does|do|did|can|could|will|would|should|has|have|was|were)\b", re.I)
 
 
 class Stopwatch:
@@ -205,96 +193,6 @@ def _closest(hits: Sequence[Hit], n: int = 3) -> list[str]:
     return [f"{h.chunk.doc_id}" + (f" > {h.chunk.heading}" if h.chunk.heading else "") for h in hits[:n]]
 
 
-@dataclass(frozen=True)
-class Checked:
-    """The model's answer after its citations and support were checked, and why it must be refused, if so."""
-
-    text: str
-    citations: list[Citation]
-    removed: int  # markers naming no source
-    attributed: int  # markers added or moved to the source that supports the sentence
-    unsupported: list[str]  # sentences taken out of the text
-    refusal: str = ""  # "unsupported": the key claim has no support; "uncited": nothing is tied to a source
-
-
-def check_answer(text: str, sources: Sequence[Source], embed: Callable | None, question: str = "") -> Checked:
-    """Resolve markers, attribute or move citations, check support; unsupported sentences leave the text.
-
-    The answer is refused when its key claim (`key_claim`) or every judged sentence is unsupported, when all
-    it supports is lead-ins ("构建SFT指令微调数据需要以下步骤:" and then a question copied from the notes) or
-    restatements of the question (`restates_question`),
-    or when no sentence of it can be tied to a source: an uncited claim is no answer "from the documents".
-    Judged: every sentence but the uncited ones the sources support together.
-    """
-    embed = _remembered(embed)  # attribution and the support check embed the same sources
-    citations, removed, text = parse_citations(text, sources)
-    text, attributed = attribute_citations(text, sources, embed=embed, question=question)
-    if attributed:
-        citations, _, text = parse_citations(text, sources)
-    support = support_check(text, sources, embed=embed, question=question)
-    judged = [s for s in support if s.status != "uncited"]
-    unsupported = [s for s in judged if s.status == "unsupported"]
-    for s in unsupported:  # shown apart, never as cited fact
-        text = text.replace(s.text, "", 1)
-    text = "\n".join(line.rstrip() for line in text.strip().splitlines()).strip()
-    citations, _, text = parse_citations(text, sources)
-    by_n: dict[int, bool] = {}
-    for s in support:
-        for n in s.cited:
-            by_n[n] = by_n.get(n, True) and s.status == "supported"
-    citations = [Citation(c.n, _paged(c.chunk, sources, c.n), supported=by_n.get(c.n, True),
-                          pieces=_pieces(sources, c.n)) for c in citations]
-    refusal = ""
-    announced_only = all(_LEAD_IN.search(strip_markers(s.text)) or restates_question(s.text, question)
-                         for s in judged if s.status == "supported")
-    if judged and (key_claim(judged).status == "unsupported" or announced_only) or not text:
-        refusal = "unsupported"
-    elif not citations:
-        refusal = "uncited"
-    return Checked(text, citations, removed, attributed, [s.text for s in unsupported], refusal)
-
-
-def restates_question(sentence: str, question: str) -> bool:
-    """Whether `sentence` says nothing the question did not: all its words (rag.text.tokenize) but those about the
-    documents are the question's ("T5和UniLM在结构上都是Prefix LM。" to "同样是Prefix LM, T5和UniLM在结构上有什么区别?";
-    "Prefix LMs are given as representative Prefix LMs in sources [1] and [3]."). Not for a yes/no or
-    either-or question, whose answer repeats its words by nature."""
-    if not question or _CLOSED_QUESTION.search(question):
-        return False
-    words = set(tokenize(strip_markers(sentence))) - _ABOUT_THE_SOURCES  # content words: no stopwords, punctuation
-    return bool(words) and words <= set(tokenize(question))
-
-
-def key_claim(judged: Sequence[SentenceSupport]) -> SentenceSupport:
-    """The first judged sentence that states something: "QLoRA 做了以下改进：" only leads into the list after it."""
-    return next((s for s in judged if not _LEAD_IN.search(strip_markers(s.text))), judged[0])
-
-
-def _remembered(embed: Callable | None) -> Callable | None:
-    """`embed` that computes each distinct text once (for one answer's checks)."""
-    if embed is None:
-        return None
-    seen: dict[str, object] = {}
-
-    def remembered(texts: list[str]) -> list:
-        new = [t for t in dict.fromkeys(texts) if t not in seen]
-        if new:
-            seen.update(zip(new, embed(new), strict=True))
-        return [seen[t] for t in texts]
-
-    return remembered
-
-
-def _pieces(sources: Sequence[Source], n: int) -> tuple[tuple[int, int], ...]:
-    return next((s.pieces for s in sources if s.n == n), ())
-
-
-def _paged(span: Chunk, sources: Sequence[Source], n: int) -> Chunk:
-    """The cited span with the pages of the chunks source `n` was cut from (paged documents)."""
-    source = next((s for s in sources if s.n == n), None)
-    return paged_span(span, source.chunks, source.pieces) if source else span
-
-
 # --- the chain ----------------------------------------------------------------------------------
 
 
@@ -393,8 +291,7 @@ def _extractive(evidence: Evidence, result: Callable[..., Answer], settings: Set
     """The answer made of the best evidence sentences, their sources cited (no LLM)."""
     text = extractive_text(evidence, evidence.sources, settings.extractive_sentences)
     citations, _, text = parse_citations(text, evidence.sources)
-    citations = [Citation(c.n, _paged(c.chunk, evidence.sources, c.n), pieces=_pieces(evidence.sources, c.n))
-                 for c in citations]
+    citations = [sourced(c, evidence.sources) for c in citations]
     return result(text, citations, mode="extractive", notice=notice, sources=evidence.sources)
 
 

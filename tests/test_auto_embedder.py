@@ -6,7 +6,7 @@ import pytest
 
 from ingest.pipeline import create_kb, run_ingest
 from rag import embedder_choice, store
-from rag.chain import check_answer
+from rag.check import check_answer
 from rag.embed import support_embedder
 from rag.prompt import Source
 from rag.records import Chunk

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import run_ingest
-from rag.chain import answer, check_answer, restates_question
+from rag.chain import answer
+from rag.check import check_answer, restates_question
 from rag.cite import attribute_citations, marker_numbers
 from rag.llm import LLMClient, LLMUnavailable
 from rag.prompt import Source

@@ -1,6 +1,6 @@
 """The model's habits undone before its citations are read: copied gap marks and markers before their sentence."""
 
-from rag.chain import check_answer
+from rag.check import check_answer
 from rag.model_text import tidy
 from tests.test_cite import source
 

@@ -49,6 +49,7 @@ from rag.stores.milvus_layout import (
     CHUNK_BYTES,
     PART_CHARS,
     Head,
+    LazyDocuments,
     chunk_from_json,
     chunk_json,
     chunk_key,
@@ -159,7 +160,7 @@ class MilvusStore:
 
     @property
     def documents(self) -> Mapping[str, DocRecord]:
-        return _Documents(self)
+        return LazyDocuments(self)
 
     def __len__(self) -> int:
         return int(self._manifest.counts.get("chunks", 0))
@@ -385,21 +386,3 @@ class MilvusStore:
         self.client.create_index(self.chunks_name, index)
         self.client.load_collection(self.chunks_name)
 
-
-class _Documents(Mapping):
-    """The documents of a Milvus knowledge base, read on demand."""
-
-    def __init__(self, store: MilvusStore) -> None:
-        self.store = store
-
-    def __getitem__(self, doc_id: str) -> DocRecord:
-        record = self.store.document(doc_id)
-        if record is None:
-            raise KeyError(doc_id)
-        return record
-
-    def __iter__(self) -> Iterator[str]:
-        return self.store.document_ids()
-
-    def __len__(self) -> int:
-        return int(self.store.manifest.counts.get("documents", 0))

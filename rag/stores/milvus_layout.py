@@ -8,11 +8,11 @@ use (`read_milvus_manifest`, `list_milvus_kbs`, `drop_milvus_kb`). The store its
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from rag.records import Chunk
-from rag.store import KBCorrupt, KBNotFound, Manifest
+from rag.store import DocRecord, KBCorrupt, KBNotFound, Manifest
 from rag.stores.milvus_client import collection_base, connect, filter_in, literal, milvus_uri
 
 PART_CHARS = 16_000  # JSON per meta row: at most 64,000 UTF-8 bytes, under VARCHAR's 65,535
@@ -126,3 +126,23 @@ def drop_milvus_kb(settings) -> None:
     for name in (f"{base}_chunks", f"{base}_meta"):
         if client.has_collection(name):
             client.drop_collection(name)
+
+
+class LazyDocuments(Mapping):
+    """The documents of a Milvus knowledge base, read on demand (`store`: a MilvusStore; its `document`,
+    `document_ids` and manifest counts)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def __getitem__(self, doc_id: str) -> DocRecord:
+        record = self.store.document(doc_id)
+        if record is None:
+            raise KeyError(doc_id)
+        return record
+
+    def __iter__(self) -> Iterator[str]:
+        return self.store.document_ids()
+
+    def __len__(self) -> int:
+        return int(self.store.manifest.counts.get("documents", 0))
