@@ -34,7 +34,7 @@ from bench import scifact_prf as prf
 from bench.common import SCIFACT, table
 from bench.late_interaction import Colbert, model_folder
 from bench.scifact_docs import VECTORS, abstracts
-from rag.late_interaction import TokenCodec, maxsim, query_text, rescored
+from rag.late_interaction import TokenCodec, maxsim, query_text, rescored, unit
 from rag.text import normalize
 
 TOKENS = VECTORS / "scifact-colbert-tokens.npy"  # (all tokens, 384) float16, abstracts in corpus order
@@ -66,11 +66,6 @@ def encode(args) -> None:
         claims = prf.load_claims(corpus, split)
         texts = [normalize(query_text(q.query)) for q in claims.questions]  # as the app reads a query, one at a time
         np.save(queries_path(split), model.queries(texts).astype(np.float16))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def split_results(corpus: prf.Corpus, c: prf.Claims, forms: dict, offsets: np.ndarray, queries: np.ndarray,

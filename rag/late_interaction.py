@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.fuse import minmax
+
 QUERY_TOKENS = 32
 DOC_TOKENS = 512
 CLS, SEP, MASK, Q_MARKER, D_MARKER = 101, 102, 103, 1, 2  # BERT vocabulary ids; markers are [unused0] / [unused1]
@@ -73,7 +75,9 @@ class ColbertEncoder:
         return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows L2-normalized, as float32."""
+    x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -99,13 +103,13 @@ class TokenCodec:
         mean = states.mean(axis=0)
         _, _, vt = np.linalg.svd(states - mean, full_matrices=False)
         basis = np.ascontiguousarray(vt[:dims].T, dtype=np.float32)
-        projected = _unit((states - mean) @ basis)
+        projected = unit((states - mean) @ basis)
         scale = np.maximum(np.abs(projected).max(axis=0), 1e-6) / 127.0
         return cls(mean.astype(np.float32), basis, scale.astype(np.float32))
 
     def project(self, states: np.ndarray) -> np.ndarray:
         """L2-normalized float32 token vectors (queries are scored with these)."""
-        return _unit((np.asarray(states, np.float32) - self.mean) @ self.basis)
+        return unit((np.asarray(states, np.float32) - self.mean) @ self.basis)
 
     def encode(self, states: np.ndarray) -> np.ndarray:
         """The stored form: int8 codes of the projected vectors."""
@@ -113,7 +117,7 @@ class TokenCodec:
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """Token vectors back from their codes, re-normalized."""
-        return _unit(codes.astype(np.float32) * self.scale)
+        return unit(codes.astype(np.float32) * self.scale)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -168,21 +172,17 @@ def maxsim(query: np.ndarray, doc: np.ndarray) -> float:
     return float((query @ doc.T).max(axis=1).sum())
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
-    span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
-
-
 def rescored(fused: list[tuple[str, float]], sims: dict[str, float], weight: float) -> list[tuple[str, float]]:
-    """`fused` (best first) re-ordered by (1 - weight) * min-max(fused) + weight * min-max(MaxSim). The new scores
-    stay within the old ones' range, so a list extended below it stays in order."""
+    """`fused` (best first) re-ordered by (1 - weight) * min-max(fused) + weight * min-max(MaxSim) (rag.fuse.minmax).
+    The new scores stay within the old ones' range, so a list extended below it stays in order."""
     if len(fused) < 2:
         return list(fused)
-    scores = np.array([s for _, s in fused], np.float64)
-    mix = (1 - weight) * _minmax(scores) + weight * _minmax(np.array([sims[k] for k, _ in fused], np.float64))
-    lo, hi = float(scores.min()), float(scores.max())
-    order = np.lexsort((np.arange(len(fused)), -mix))
-    return [(fused[i][0], lo + (hi - lo) * float(mix[i])) for i in order]
+    scores = dict(fused)
+    lo, hi = min(scores.values()), max(scores.values())
+    by_fused, by_maxsim = minmax(scores), minmax({key: sims[key] for key in scores})
+    mix = {key: (1 - weight) * by_fused[key] + weight * by_maxsim[key] for key in scores}
+    order = sorted(range(len(fused)), key=lambda i: (-mix[fused[i][0]], i))
+    return [(fused[i][0], lo + (hi - lo) * mix[fused[i][0]]) for i in order]
 
 
 # --- the knowledge base's choice and the query's reading ---------------------------------------------------
