@@ -276,8 +276,7 @@ def answer(
              "generations": 2 if draft.retried else 1}
     if detect_refusal(draft.text, lang):
         return result(refused="model", answerable_p=p_yes, usage=usage, draft=draft.text)
-    checker = support_embedder(retriever.embedder, retriever.settings)  # e5 for an English-only bge knowledge base
-    checked = check_answer(draft.text, found.sources, checker.encode_queries, found.standalone)
+    checked = check_answer(draft.text, found.sources, support_embedder(settings).encode_queries, found.standalone)
     if checked.refusal:
         logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
         return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=draft.text,

@@ -179,10 +179,8 @@ def load_embedder(settings: Settings) -> Embedder:
     )
 
 
-def support_embedder(embedder, settings: Settings):
-    """The embedder of the citation check's cosine (rag.cite: its threshold is set on e5's cosines, used where words
-    cannot be compared, e.g. a Chinese sentence over an English source): the knowledge base's own, unless that is
-    the English-only bge-small-en, which cannot read Chinese; then the bundled multilingual e5."""
-    if embedder.name != BUNDLED_EN_EMBEDDER:
-        return embedder
+def support_embedder(settings: Settings) -> Embedder:
+    """The embedder of the citation check's cosines, whatever embeds the knowledge base: the bundled multilingual
+    e5. rag.cite's threshold is set on e5's cosines, and the check compares sentences across Chinese and English
+    (bge-small-en cannot read Chinese). For an e5 knowledge base it is the same loaded model."""
     return load_embedder(Settings(embedder=BUNDLED_EMBEDDER, cache_dir=settings.cache_dir, device=settings.device))

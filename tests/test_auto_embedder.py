@@ -104,7 +104,7 @@ def test_chinese_and_mixed_corpora_get_e5(tmp_path, files, expected):
     assert _recorded(settings) == expected
     assert open_retriever(settings).embedder.name == expected
     retriever = open_retriever(settings)
-    assert support_embedder(retriever.embedder, retriever.settings) is retriever.embedder  # e5 checks with itself
+    assert support_embedder(retriever.settings) is retriever.embedder  # e5 checks with itself
     assert not open_retriever(settings).dense_feedback  # e5: off (CMRC2018 measured worse)
 
 
@@ -173,7 +173,7 @@ def test_answers_over_english_sources_are_checked_with_the_multilingual_embedder
     settings = Settings(index_dir=tmp_path / "index", kb="en")
     assert run_ingest([_docs(tmp_path / "docs", ENGLISH)], settings, progress=False).wrote
     retriever = open_retriever(settings)
-    checker = support_embedder(retriever.embedder, retriever.settings)
+    checker = support_embedder(retriever.settings)
     assert retriever.embedder.name == BUNDLED_EN_EMBEDDER and checker.name == BUNDLED_EMBEDDER
     text = ENGLISH["backups.md"].split("\n\n", 1)[1].strip()
     source = Source(1, (Chunk(id="c1", doc_id="backups.md", text=text, source="/d/backups.md", start=0, end=len(text)),),
