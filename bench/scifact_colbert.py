@@ -5,6 +5,7 @@
     python -m rag.eval retrieval --beir ../shared/datasets/scifact --split test --modes bm25,dense,hybrid --json F
     flock /tmp/rag-bench.lock python -m bench.scifact_colbert app --questions 100   # the app's index: ms, disk
     nice -n 10 python -m bench.scifact_colbert feedback   # Rocchio fed by the re-scored top (not adopted)
+    nice -n 10 python -m bench.scifact_colbert idf        # query tokens weighted by IDF in MaxSim (not adopted)
 
 `encode` runs the wheel's answerai-colbert-small-v1 encoder (bench.late_interaction.Colbert: ColBERT's markers,
 queries padded with [MASK] to 32, document punctuation left out) over all 5,183 abstracts ("title\\ntext",
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from collections import Counter
 
 import numpy as np
 from tqdm import tqdm
@@ -34,7 +36,7 @@ from bench import scifact_prf as prf
 from bench.common import SCIFACT, table
 from bench.late_interaction import Colbert, model_folder
 from bench.scifact_docs import VECTORS, abstracts
-from rag.late_interaction import TokenCodec, maxsim, query_text, rescored, unit
+from rag.late_interaction import QUERY_TOKENS, TokenCodec, maxsim, query_text, rescored, unit
 from rag.text import normalize
 
 TOKENS = VECTORS / "scifact-colbert-tokens.npy"  # (all tokens, 384) float16, abstracts in corpus order
@@ -174,6 +176,45 @@ def feedback(_args) -> None:
     print(table(["feedback from the re-scored top (k, alpha)", "train nDCG@10", "test nDCG@10", "Δ test"], rows))
 
 
+def idf(_args) -> None:
+    """MaxSim with each query token's best cosine weighted by idf(wordpiece) ** a (markers 1, [MASK] padding m),
+    over the default's top 30 (PCA 128-d int8, whole abstracts); a, m and w chosen on train, test read there."""
+    corpus = prf.load_corpus()
+    tokens, offsets = np.load(TOKENS), np.load(OFFSETS)
+    codec = TokenCodec.fit(tokens, 128)
+    docs = np.concatenate([codec.decode(codec.encode(tokens[i:i + 200_000])) for i in range(0, len(tokens), 200_000)])
+    model, texts = Colbert(model_folder()), abstracts()
+    df: Counter = Counter()
+    for ids in model._ids([texts[d] for d in corpus.ids]):
+        df.update(set(ids))
+    row_of = {d: i for i, d in enumerate(corpus.ids)}
+    grid = list(itertools.product((0.0, 0.5, 1.0), (0.0, 0.5, 1.0), (0.5, 0.6, 0.7)))
+    results = {}
+    for split in prf.SPLITS:
+        c = prf.load_claims(corpus, split)
+        queries = np.load(queries_path(split))
+        dense = prf.app_dense(corpus, c)
+        ranked = [prf.fused(corpus, dense[i], c.bm25[i], CANDIDATES) for i in range(len(c.questions))]
+        best, idfs = [], []  # per claim: each candidate's best cosine per query token; the query tokens' idf
+        for i, q in enumerate(c.questions):
+            ids = model._ids([normalize(query_text(q.query))])[0][: QUERY_TOKENS - 3]
+            idfs.append(np.log((len(corpus.ids) + 1) / (np.array([df.get(t, 0) for t in ids]) + 0.5)))
+            vecs = codec.project(queries[i].astype(np.float32))
+            best.append({d: (vecs @ docs[offsets[row_of[d]]:offsets[row_of[d] + 1]].T).max(axis=1)
+                         for d, _ in ranked[i][:30]})
+        for a, m, w in grid:
+            def listed(i: int, a=a, m=m, w=w, idfs=idfs, best=best, ranked=ranked) -> list[tuple[str, float]]:
+                weights = np.full(QUERY_TOKENS, m)
+                weights[: len(idfs[i]) + 3] = 1.0  # [CLS] [unused0] ... [SEP]
+                weights[2 : 2 + len(idfs[i])] = idfs[i] ** a
+                return rescored(ranked[i][:30], {d: float(weights @ v) for d, v in best[i].items()}, w) + ranked[i][30:]
+            results[(split, a, m, w)] = prf.scored(c, listed)[:, 0]
+    chosen = max(grid, key=lambda k: results[("train", *k)].mean())
+    rows = [[str(k), f"{results[('train', *k)].mean():.4f}", f"{results[('test', *k)].mean():.4f}",
+             "train-chosen" if k == chosen else ""] for k in grid]
+    print(table(["(idf power a, [MASK] weight m, late_weight w)", "train nDCG@10", "test nDCG@10", ""], rows))
+
+
 def app(args) -> None:
     """The app's own SciFact knowledge base (`rag.eval retrieval --beir`): each stage's ms per claim with the
     late stage on and off (alternating, same process), and the disk it takes per 10k chunks."""
@@ -210,7 +251,7 @@ def app(args) -> None:
 
 
 def app_grid(args) -> None:
-    """The app's own knowledge base: hybrid nDCG@10 of a split for each late_candidates x late_weight, through
+    """The app's own knowledge base: hybrid nDCG@10 of a split for each dense_weight x late_candidates x late_weight, through
     rag.eval's scoring (to choose on train, then read test at the choice)."""
     from rag.eval.datasets import load_beir
     from rag.eval.qa import RelevanceJudge
@@ -222,12 +263,13 @@ def app_grid(args) -> None:
     items, qrels = load_beir(SCIFACT_DIR, args.split)
     judge = RelevanceJudge({d: r.text for d, r in base.state.documents.items()})
     rows = []
-    for depth, weight in itertools.product(args.depths, args.weights):
-        retriever = base.with_settings(base.settings.model_copy(update={"late_candidates": depth, "late_weight": weight}))
-        summary, _ = evaluate_mode(retriever, items, "hybrid", judge, qrels, progress=False)
-        rows.append([str(depth), str(weight), f"{summary['ndcg@10']:.4f}", f"{summary['mrr@10']:.4f}"])
+    for dense_weight, depth, weight in itertools.product(args.dense_weights, args.depths, args.weights):
+        update = {"dense_weight": dense_weight, "late_candidates": depth, "late_weight": weight}
+        summary, _ = evaluate_mode(base.with_settings(base.settings.model_copy(update=update)), items, "hybrid",
+                                   judge, qrels, progress=False)
+        rows.append([str(dense_weight), str(depth), str(weight), f"{summary['ndcg@10']:.4f}", f"{summary['mrr@10']:.4f}"])
     print(f"SciFact {args.split} ({len(items)} claims), app index {args.kb}")
-    print(table(["late_candidates", "late_weight", "nDCG@10", "MRR@10"], rows))
+    print(table(["dense_weight", "late_candidates", "late_weight", "nDCG@10", "MRR@10"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--depths", type=int, nargs="*", default=list(DEPTHS), help="fused top n re-scored")
     s.set_defaults(run=sweep)
     sub.add_parser("feedback").set_defaults(run=feedback)
+    sub.add_parser("idf").set_defaults(run=idf)
     a = sub.add_parser("app")
     a.add_argument("--kb", default="beir-scifact")
     a.add_argument("--index-dir", default="index")
@@ -253,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--split", default="train")
     g.add_argument("--depths", type=int, nargs="*", default=[20, 30, 40])
     g.add_argument("--weights", type=float, nargs="*", default=[0.5, 0.6, 0.7])
+    g.add_argument("--dense-weights", type=float, nargs="*", default=[0.5], help="fusion's dense share")
     g.set_defaults(run=app_grid)
     args = parser.parse_args(argv)
     args.run(args)
