@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.evidence import GAP
-from rag.facts import LIST_NUMBER, missing_facts, unnamed_subjects
+from rag.facts import LIST_NUMBER, missing_facts, swapped_names, unnamed_subjects
 from rag.lexicon import translated_overlap
 from rag.model_text import tidy
 from rag.prompt import Source
@@ -40,6 +40,7 @@ from rag.text import (
 
 SUPPORT_THRESHOLD = 0.5
 COSINE_THRESHOLD = 0.80
+COPIES = 0.8  # share of a sentence's words one source sentence holds for the sentence to copy it (_copied)
 CONTRIBUTES = 0.25  # share of an uncited sentence's words a source must hold to be one it draws on (_contributors)
 SHORT_CLAIM_CHARS = 8  # "不会掉点。": too few characters for overlap to mean anything
 # An English sentence citing Chinese sources moves to the source whose words it restates (rag.lexicon)
@@ -197,7 +198,8 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
 
     A number or named term the cited text lacks makes the sentence unsupported whatever its overlap, and
     so does a subject the question names that neither the cited text nor its `labels` (headings, titles)
-    name (`unnamed_subjects`);
+    name (`unnamed_subjects`), and a name put in place of another in a sentence it copies (`swapped_names`:
+    "Prefix LM 只涉及到 Decoder 部分" copied from "Causal LM只涉及到Decoder部分");
     otherwise enough lexical overlap makes it supported, or, where words cannot be compared (an answer
     in another language than its source, a claim of a few characters), a high enough embedding cosine.
     In the same language the cosine says "about the same topic", not "says the same": on the dev run
@@ -209,9 +211,20 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     # a bare answer ("BPE[1]" to "BERT采用的是哪一种子词切分方法?") is about every subject the question names
     about = known if _is_bare(sentence) else sentence
     missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(about, known, named_in)
+    if lexical >= threshold and (copied := _copied(sentence, cited_text)):
+        missing += swapped_names(sentence, copied)
     by_meaning = (cosine is not None and cosine >= cosine_threshold and not _words_comparable(sentence, cited_text)
                   and _translation_holds(sentence, cited_text))
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
+
+
+def _copied(sentence: str, cited_text: str) -> str:
+    """The sentence of `cited_text` that `sentence` copies (holds COPIES of its words; the closest), or "".
+    Packed evidence's gap marks end a sentence too: the pieces they join are not adjacent."""
+    pieces = [p for s in split_sentences(cited_text) for p in s.split(GAP.strip()) if p.strip()]
+    scored = [(lexical_support(sentence, p), p) for p in pieces]
+    share, closest = max(scored, default=(0.0, ""))
+    return closest if share >= COPIES else ""
 
 
 def _translation_holds(sentence: str, cited_text: str) -> bool:

@@ -30,6 +30,7 @@ _EN_NUMBER_WORDS = re.compile(r"\b(?:" + "|".join(_EN_NUMBERS) + r")(?:[- ](?:" 
 _UNIT_AFTER = re.compile(r"\s*(?:分钟|小时|秒|天|周|个月|月|年|倍|岁|元|次|层|页|万|亿|%|％|个百分点|"
                          r"minutes?|hours?|seconds?|days?|weeks?|months?|years?|times|percent|pages?|layers?)", re.I)
 _LATIN_TERM = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-+._/][A-Za-z0-9]+)*")
+_NAME_RUN = re.compile(rf"{_LATIN_TERM.pattern}(?:[ \t]+{_LATIN_TERM.pattern})*")  # "Prefix LM", "Auto Regressive"
 # A list item's bold label ("1. **Training Data and Computational Resources**: ..."): Title Case words, no names.
 _LABEL = re.compile(r"\*\*[^*\n]{1,80}\*\*\s*[:：]")
 _BULLET, _CHECKBOX = r"[-*•·]\s*", r"\[[ xX]\]\s*"
@@ -234,3 +235,53 @@ def missing_facts(sentence: str, cited_text: str, known: str = "") -> list[str]:
     lower = context.lower()
     missing += sorted(t.lower() for t in salient_terms(plain) if not _term_found(t, lower))
     return missing
+
+
+def names_in(text: str) -> set[str]:
+    """The Latin names of `text`: runs of name words only spaces apart ("Prefix LM", "Auto Regressive"), a name
+    word being a salient term or a capitalized word that is no grammar, each run holding a salient term."""
+    salient = salient_terms(text)
+    out = set()
+    for m in _NAME_RUN.finditer(text):
+        run: list[str] = []
+        for word in [*m.group(0).split(), ""]:
+            if word in salient or word[:1].isupper() and word.lower() not in _COMMON_CAPITALIZED:
+                run.append(word)
+                continue
+            if any(w in salient for w in run):
+                out.add(" ".join(run))
+            run = []
+    return out
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"\s+", "", text).lower()
+
+
+def _name_found(name: str, text: str) -> bool:
+    """A name in lower-cased `text`: spaces aside ("PrefixLM"), or a one-word name as a term (`_term_found`)."""
+    return _squashed(name) in _squashed(text) or (" " not in name and _term_found(name, text))
+
+
+CONTEXT_CHARS = 4  # what must follow (or precede) a swapped name alike in the answer and the source
+
+
+def swapped_names(sentence: str, copied: str) -> list[str]:
+    """Names `sentence` puts where the source sentence it copies (`copied`) has others: ["prefix lm ≠ causal lm"]
+    when "Prefix LM 只涉及到 Decoder 部分…" copies "Causal LM只涉及到Decoder部分…". A name of the sentence that the
+    source sentence lacks is swapped when the characters after it (or before it) follow (precede) a name of the
+    source sentence that the sentence lacks. Each name is checked on the one sentence copied, so the source's
+    other sentences about the answer's subject do not excuse the swap."""
+    plain, source = normalize(_plain(sentence)), normalize(copied)
+    answer, squashed = _squashed(plain), _squashed(source)
+    theirs = {_squashed(n): n.lower() for n in names_in(source) if not _name_found(n, plain.lower())}
+    out = []
+    for name in sorted(n for n in names_in(plain) if not _name_found(n, source.lower())):
+        at = answer.find(_squashed(name))
+        after = answer[at + len(_squashed(name)):][:CONTEXT_CHARS]
+        before = answer[:at][-CONTEXT_CHARS:]
+        hits = [other for key, other in theirs.items()
+                if len(after) == CONTEXT_CHARS and key + after in squashed
+                or len(before) == CONTEXT_CHARS and before + key in squashed]
+        out += [f"{name.lower()} ≠ {other}" for other in sorted(set(hits))]
+    return out

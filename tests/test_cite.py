@@ -291,6 +291,31 @@ def test_a_bare_answer_is_about_the_questions_subject():
     assert bare.status == "supported"
 
 
+PREFIX_CAUSAL = ("Prefix LM(前缀语言模型)其实是Encoder-Decoder模型的变体,Encoder部分采用Auto Encoding模式。\n"
+                 "Causal LM只涉及到Encoder-Decoder中的Decoder部分,采用Auto Regressive模式,根据历史的token来预测下一个token。\n"
+                 "训练过程:Prefix LM在训练时可能会使用到整个序列的信息来预测下一个词,而Causal LM在训练时只能使用到当前词之前的所有词。")
+
+
+def test_a_copied_sentence_with_another_subject_put_in_is_unsupported():
+    """"Prefix LM 和 Causal LM 有什么区别？" (asked in the browser): the 1.5B copied the source's sentence about
+    Causal LM with "Prefix LM" put in, and the check tied it to the source, which names Prefix LM elsewhere."""
+    question = "Prefix LM 和 Causal LM 有什么区别？"
+    swapped, kept, both = support_check(
+        "Prefix LM 只涉及到 Encoder-Decoder 中的 Decoder 部分，采用 Auto Regressive 模式，根据历史的 token 来预测下一个 token。[1]"
+        "Causal LM 只涉及到 Encoder-Decoder 中的 Decoder 部分，采用 Auto Regressive 模式。[1]"
+        "Prefix LM 在训练时可能会使用到整个序列的信息来预测下一个词，而 Causal LM 只能使用到当前词之前的所有词。[1]",
+        [source(1, PREFIX_CAUSAL, "llm.md")], question=question)
+    assert swapped.status == "unsupported" and swapped.missing == ("prefix lm ≠ causal lm",)
+    assert kept.status == "supported" and both.status == "supported"
+    packed = PREFIX_CAUSAL.replace("。\n", " … ")  # evidence pieces, joined by gap marks: still one sentence each
+    [swapped] = support_check("Prefix LM 只涉及到 Encoder-Decoder 中的 Decoder 部分，采用 Auto Regressive 模式。[1]",
+                              [source(1, packed, "llm.md")], question=question)
+    assert swapped.missing == ("prefix lm ≠ causal lm",)
+    gqa = source(1, "Grouped-query attention 把查询头分成若干组，每组共享一对键和值。", "gqa.md")
+    [spelled] = support_check("GQA 把查询头分成若干组，每组共享一对键和值。[1]", [gqa], question="GQA 是什么？")
+    assert spelled.status == "supported"  # an acronym for the words the source spells out is no other subject
+
+
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():
     text = "系统默认使用 bge-m3 模型，向量维度为 1024。"
     titled = Source(1, (Chunk("c", "检索原理.txt", text, ""),), "知库 DocQA 检索原理说明", "", text, 1)
