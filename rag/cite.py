@@ -219,12 +219,15 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
 
 
 def _copied(sentence: str, cited_text: str) -> str:
-    """The sentence of `cited_text` that `sentence` copies (holds COPIES of its words; the closest), or "".
-    Packed evidence's gap marks end a sentence too: the pieces they join are not adjacent."""
-    pieces = [p for s in split_sentences(cited_text) for p in s.split(GAP.strip()) if p.strip()]
-    scored = [(lexical_support(sentence, p), p) for p in pieces]
-    share, closest = max(scored, default=(0.0, ""))
-    return closest if share >= COPIES else ""
+    """The source sentence `sentence` copies (one holding COPIES of its words, the closest), else two adjacent ones
+    that do ("A 将查询分成多个组…，从而提高效率" from two), else "". Packed evidence's gap marks end a sentence:
+    the pieces they join are not adjacent."""
+    pieces = [split_sentences(p) for p in cited_text.split(GAP.strip())]
+    for units in ([s for p in pieces for s in p], [a + b for p in pieces for a, b in zip(p, p[1:], strict=False)]):
+        share, closest = max(((lexical_support(sentence, u), u) for u in units), default=(0.0, ""))
+        if share >= COPIES:
+            return closest
+    return ""
 
 
 def _translation_holds(sentence: str, cited_text: str) -> bool:

@@ -8,7 +8,9 @@ not contain is unsupported whatever its word overlap (rag/cite.py). Glossary equ
 
 from __future__ import annotations
 
+import difflib
 import functools
+import itertools
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -263,25 +265,34 @@ def _name_found(name: str, text: str) -> bool:
     return _squashed(name) in _squashed(text) or (" " not in name and _term_found(name, text))
 
 
-CONTEXT_CHARS = 4  # what must follow (or precede) a swapped name alike in the answer and the source
+ALIGNED = 0.6  # share of the characters that tell two names apart that must line up for a swap (swapped_names)
+
+
+def _matched(a: str, b: str) -> int:
+    """Characters of `a` and `b` that line up (difflib's matching blocks)."""
+    return sum(m.size for m in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks())
 
 
 def swapped_names(sentence: str, copied: str) -> list[str]:
-    """Names `sentence` puts where the source sentence it copies (`copied`) has others: ["prefix lm ≠ causal lm"]
-    when "Prefix LM 只涉及到 Decoder 部分…" copies "Causal LM只涉及到Decoder部分…". A name of the sentence that the
-    source sentence lacks is swapped when the characters after it (or before it) follow (precede) a name of the
-    source sentence that the sentence lacks. Each name is checked on the one sentence copied, so the source's
-    other sentences about the answer's subject do not excuse the swap."""
+    """Names `sentence` puts where the source text it copies (`copied`) has others: ["prefix lm ≠ causal lm"]
+    when "Prefix LM 只涉及到 Decoder 部分…" copies "Causal LM只涉及到Decoder部分…". A name of the sentence that
+    `copied` lacks is swapped for a name of `copied` that the sentence lacks when putting the latter in its place
+    lines up ALIGNED of the characters that tell the two apart with `copied` ("Grouped" for "Multi" in
+    "…-query Attention"); a name elsewhere in `copied` ("介于 MHA 与 MQA 之间") does not line up, and a name
+    `copied` glosses with one the sentence has ("RM(Reward Modeling)" for "RM") is no other name."""
     plain, source = normalize(_plain(sentence)), normalize(copied)
+    ours = sorted(n for n in names_in(plain) if not _name_found(n, source.lower()))
+    glossed = _aliases(source)  # "RM(Reward Modeling)": the answer's "RM" names "Reward Modeling"
+    theirs = sorted(n for n in names_in(source) if not _name_found(n, plain.lower())
+                    and not _name_found(glossed.get(n.lower(), "\0"), plain.lower()))
+    if not ours or not theirs:
+        return []
     answer, squashed = _squashed(plain), _squashed(source)
-    theirs = {_squashed(n): n.lower() for n in names_in(source) if not _name_found(n, plain.lower())}
+    base = _matched(answer, squashed)
     out = []
-    for name in sorted(n for n in names_in(plain) if not _name_found(n, source.lower())):
-        at = answer.find(_squashed(name))
-        after = answer[at + len(_squashed(name)):][:CONTEXT_CHARS]
-        before = answer[:at][-CONTEXT_CHARS:]
-        hits = [other for key, other in theirs.items()
-                if len(after) == CONTEXT_CHARS and key + after in squashed
-                or len(before) == CONTEXT_CHARS and before + key in squashed]
-        out += [f"{name.lower()} ≠ {other}" for other in sorted(set(hits))]
+    for name, other in itertools.product(ours, theirs):
+        mine, its = _squashed(name), _squashed(other)
+        apart = len(its) - _matched(mine, its)
+        if apart > 0 and _matched(answer.replace(mine, its, 1), squashed) - base >= max(1.0, ALIGNED * apart):
+            out.append(f"{name.lower()} ≠ {other.lower()}")
     return out

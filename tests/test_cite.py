@@ -311,6 +311,17 @@ def test_a_copied_sentence_with_another_subject_put_in_is_unsupported():
     [swapped] = support_check("Prefix LM 只涉及到 Encoder-Decoder 中的 Decoder 部分，采用 Auto Regressive 模式。[1]",
                               [source(1, packed, "llm.md")], question=question)
     assert swapped.missing == ("prefix lm ≠ causal lm",)
+    grouped = source(1, "Grouped-query Attention:这种机制将查询分成多个组,每个组内的查询与相应的键值对进行交互。"
+                        "这样可以减少计算复杂度,提高效率。\nMulti-query Attention:MQA 让所有的Head之间共享同样的一份 K 和 V 矩阵。")
+    mqa, gqa_ = support_check("Multi-query Attention 将查询分成多个组，每个组内的查询与相应的键值对进行交互，从而减少计算复杂度。[1]"
+                              "Grouped-query Attention 将查询分成多个组，每个组内的查询与相应的键值对进行交互。[1]", [grouped])
+    assert mqa.missing == ("multi-query attention ≠ grouped-query attention",)  # copied from two sentences
+    assert gqa_.status == "supported"
+    text = "在RM(Reward Modeling)阶段,可以使用更快速的模型训练算法,如快速梯度法等。"
+    rm = Source(1, (Chunk("c", "rlhf.md", text, ""),), "RLHF 的 SFT、RM、PPO 三阶段", "", text, 1)
+    [glossed] = support_check("在SFT、RM、PPO三阶段流程里,RM阶段可以使用更快速的模型训练算法,如快速梯度法等。[1]", [rm],
+                              question="SFT、RM、PPO 三阶段里 RM 阶段怎么加速？")
+    assert glossed.status == "supported"  # "Reward Modeling" glosses the answer's own "RM": no name was put in its place
     gqa = source(1, "Grouped-query attention 把查询头分成若干组，每组共享一对键和值。", "gqa.md")
     [spelled] = support_check("GQA 把查询头分成若干组，每组共享一对键和值。[1]", [gqa], question="GQA 是什么？")
     assert spelled.status == "supported"  # an acronym for the words the source spells out is no other subject
