@@ -8,7 +8,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rag.cite import SentenceSupport, attribute_citations, parse_citations, strip_markers, support_check
+from rag.attribute import attribute_citations
+from rag.cite import SentenceSupport, parse_citations, strip_markers, support_check
 from rag.prompt import Source
 from rag.records import Citation, paged_span
 from rag.text import tokenize

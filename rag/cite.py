@@ -1,4 +1,5 @@
-"""Citations in generated answers: parse [n] markers, move them to the source that says the sentence, check support.
+"""Citations in generated answers: parse [n] markers and judge each sentence's support (rag.attribute moves a
+marker to the source that says its sentence).
 
 Support threshold (lexical, 0..1): a cited sentence is "supported" when at least
 `SUPPORT_THRESHOLD` of its content tokens (rag.text.tokenize) - or, for Chinese, of its character
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.evidence import GAP
-from rag.facts import LIST_NUMBER, missing_facts, swapped_names, unnamed_subjects
+from rag.facts import LIST_NUMBER, compared_subjects, missing_facts, swapped_names, unnamed_subjects
 from rag.lexicon import translated_overlap
 from rag.model_text import tidy
 from rag.prompt import Source
@@ -43,12 +44,8 @@ COSINE_THRESHOLD = 0.80
 COPIES = 0.8  # share of a sentence's words one source sentence holds for the sentence to copy it (_copied)
 CONTRIBUTES = 0.25  # share of an uncited sentence's words a source must hold to be one it draws on (_contributors)
 SHORT_CLAIM_CHARS = 8  # "不会掉点。": too few characters for overlap to mean anything
-# An English sentence citing Chinese sources moves to the source whose words it restates (rag.lexicon)
-# when that one holds this much more of its words than every source it cites. Session 21's dev run: 5 of the
-# 6 English sentences that cited another source than the one they translate lay 0.28-0.89 behind it (the
-# sixth 0.16); the closest correct citation the other way, 0.23 (zh-019).
-TRANSLATED_MARGIN = 0.25
-# ... and is not supported by meaning (cosine) alone when its cited text holds less than this share of its words:
+# An English sentence citing Chinese sources is not supported by meaning (cosine) alone when its cited text holds
+# less than this share of its words (rag.lexicon):
 # the labelled set's supported translations hold 0.33-0.76, a sentence about an unrelated meeting 0.0.
 TRANSLATED_FLOOR = 0.25
 
@@ -185,7 +182,7 @@ def source_labels(source: Source) -> str:
     return "\n".join([source.title, *source_headings(source)])
 
 
-def _cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:
+def cosines(sentences: list[str], texts: list[str], embed: Callable) -> np.ndarray:
     vectors = np.asarray(embed(sentences + texts), dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     return vectors[: len(sentences)] @ vectors[len(sentences):].T
@@ -209,13 +206,25 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     lexical = lexical_support(sentence, cited_text)
     named_in = cited_text + "\n" + labels if named_in is None else named_in
     # a bare answer ("BPE[1]" to "BERT采用的是哪一种子词切分方法?") is about every subject the question names
-    about = known if _is_bare(sentence) else sentence
+    about = known if is_bare(sentence) else sentence
     missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(about, known, named_in)
-    if lexical >= threshold and (copied := _copied(sentence, cited_text)):
-        missing += swapped_names(sentence, copied)
-    by_meaning = (cosine is not None and cosine >= cosine_threshold and not _words_comparable(sentence, cited_text)
+    if lexical >= threshold:
+        missing += _swaps(sentence, cited_text, compared_subjects(known))
+    by_meaning = (cosine is not None and cosine >= cosine_threshold and not words_comparable(sentence, cited_text)
                   and _translation_holds(sentence, cited_text))
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
+
+
+_CONTRAST = re.compile(r"(?<=[,，])\s*(?=而|但|whereas\b|while\b|but\b)", re.I)  # "X…，而 Y…": two claims
+
+
+def _swaps(sentence: str, cited_text: str, compared: tuple[str, ...]) -> list[str]:
+    """`swapped_names` of the sentence, and of each side of a contrast in it ("稀疏向量包含…，而稠密向量…"), against
+    the source text each copies."""
+    parts = _CONTRAST.split(sentence)
+    found = [swapped_names(part, copied, compared) for part in dict.fromkeys([sentence, *parts])
+             if (copied := _copied(part, cited_text))]
+    return list(dict.fromkeys(name for names in found for name in names))
 
 
 def _copied(sentence: str, cited_text: str) -> str:
@@ -233,23 +242,23 @@ def _copied(sentence: str, cited_text: str) -> str:
 def _translation_holds(sentence: str, cited_text: str) -> bool:
     """Whether an English claim about a Chinese source shares TRANSLATED_FLOOR of its words with it
     (rag.lexicon); a bare claim, one without such words or a Chinese one is left to the cosine."""
-    if _is_bare(sentence) or language(strip_markers(sentence)) != "en":
+    if is_bare(sentence) or language(strip_markers(sentence)) != "en":
         return True
     overlap = translated_overlap(strip_markers(sentence), cited_text)
     return overlap is None or overlap >= TRANSLATED_FLOOR
 
 
-def _is_bare(sentence: str) -> bool:
+def is_bare(sentence: str) -> bool:
     """A claim of a few characters: the answer alone, its subject left to the question."""
     return len(WORD_CHAR.findall(strip_markers(sentence))) <= SHORT_CLAIM_CHARS
 
 
-def _words_comparable(sentence: str, cited_text: str) -> bool:
+def words_comparable(sentence: str, cited_text: str) -> bool:
     """Whether lexical overlap can judge `sentence`: long enough to overlap, and written in a script its
     source uses (a Chinese sentence and a source with Chinese in it, even a list of English headings
     with "篇" after each; an English sentence and an English source)."""
     claim = strip_markers(sentence)
-    if _is_bare(claim):
+    if is_bare(claim):
         return False
     cjk, latin = script_counts(cited_text)
     return bool(cjk) if language(claim) == "zh" else language_of_counts(cjk, latin) == "en"
@@ -274,7 +283,7 @@ def support_check(answer_text: str, sources: Sequence[Source], *,
     cos = None
     if embed is not None and sources and sentences:
         order = list(stated)
-        cos = _cosines([strip_markers(s) for s in sentences], list(stated.values()), embed)
+        cos = cosines([strip_markers(s) for s in sentences], list(stated.values()), embed)
     out = []
     for i, (sentence, numbers) in enumerate(zip(sentences, cited, strict=True)):
         if is_question(sentence):  # a question in the answer states nothing
@@ -306,93 +315,6 @@ def _contributors(sentence: str, stated: dict[int, str], labels: dict[int, str])
     ("• [x] SentencePiece 篇"). A source contributes when it holds CONTRIBUTES of the sentence's words; where
     words cannot be compared (another language) every source counts."""
     everything = "\n".join(stated.values())
-    if not _words_comparable(sentence, everything):
+    if not words_comparable(sentence, everything):
         return everything + "\n" + "\n".join(labels.values())
     return "\n".join(f"{stated[n]}\n{labels[n]}" for n in stated if lexical_support(sentence, stated[n]) >= CONTRIBUTES)
-
-
-def attribute_citations(answer_text: str, sources: Sequence[Source], *,
-                        embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
-                        question: str = "",
-                        threshold: float = SUPPORT_THRESHOLD,
-                        cosine_threshold: float = COSINE_THRESHOLD) -> tuple[str, int]:
-    """Give each sentence that none of its cited sources supports the marker of the source that does,
-    and drop the co-cited markers of a sentence that one of its sources supports alone.
-
-    Small models often answer from the sources without writing `[n]`, or write the wrong number (the
-    sentence is in [1], the marker says [2]). A marker is added or moved only where that source passes
-    the support check for the sentence (`judge_sentence` on what the source states: no missing number
-    or name, and enough lexical overlap or, with `embed`, embedding cosine - which works across
-    languages; facts the question names need not be in the source, as in `support_check`), so every
-    citation it writes is one the reader can check. A sentence no source supports keeps what it had (the
-    support check then judges it). Returns (text, sentences whose markers were added, moved or dropped).
-    """
-    sentences = [s for s in split_sentences(answer_text) if not is_question(s)]
-    if not sentences or not sources:
-        return answer_text, 0
-    stated = [statements(s.text) for s in sources]
-    labels = [source_labels(s) for s in sources]
-    numbers = [s.n for s in sources]
-    cos = _cosines([strip_markers(s) for s in sentences], stated, embed) if embed else None
-    best: dict[str, list[int]] = {}  # sentence -> the markers it gets
-    for i, sentence in enumerate(sentences):
-        def verdict(j: int, sentence: str = sentence, i: int = i) -> tuple[bool, float, int]:
-            c = float(cos[i, j]) if cos is not None else None
-            lexical, _, ok = judge_sentence(sentence, stated[j], c, known=question, labels=labels[j], threshold=threshold,
-                                            cosine_threshold=cosine_threshold)
-            return ok, max(lexical, c or 0.0), numbers[j]
-
-        cited = [numbers.index(n) for n in dict.fromkeys(marker_numbers(sentence)) if n in numbers]
-        if cited and _cited_support(sentence, [stated[j] for j in cited], "\n".join(labels[j] for j in cited),
-                                    [float(cos[i, j]) for j in cited] if cos is not None else None,
-                                    question, threshold, cosine_threshold):
-            alone = [numbers[j] for j in cited if verdict(j)[0]] if len(cited) > 1 else []
-            # "…事实。[1][2]" where [1] alone says it: [2] goes
-            markers = alone if 0 < len(alone) < len(cited) else None
-        else:
-            ok, _, n = max(verdict(j) for j in range(len(sources)))
-            if not ok:
-                continue
-            markers, cited = [n], [numbers.index(n)]
-        restating = _restating_source(sentence, stated, cited)  # the words may point elsewhere than the cosine
-        if restating is not None and verdict(restating)[0]:
-            markers = [numbers[restating]]
-        if markers is not None:
-            best[sentence] = markers
-    out, cursor, changed = [], 0, 0
-    for sentence in split_sentences(answer_text):
-        at = answer_text.find(sentence, cursor)
-        if at < 0:
-            continue
-        out.append(answer_text[cursor:at])
-        cursor = at + len(sentence)
-        if sentence in best:
-            out.append(strip_markers(sentence).rstrip() + "".join(f"[{n}]" for n in best[sentence]))
-            changed += 1
-        else:
-            out.append(sentence)
-    out.append(answer_text[cursor:])
-    return "".join(out), changed
-
-
-def _restating_source(sentence: str, stated: list[str], cited: list[int]) -> int | None:
-    """For an English sentence citing Chinese sources: the source that holds TRANSLATED_MARGIN
-    more of its words (as they are or translated) than any cited one, if there is one. The embedding cosine
-    cannot tell them apart: "Fine-tuning is a supervised learning process.[2]" cited "SFT(监督微调,
-    Supervised Fine-Tuning) …" (cosine 0.839) rather than "微调的本质是一个有监督学习过程" (0.808)."""
-    claim = strip_markers(sentence)
-    if _is_bare(claim) or language(claim) != "en" or _words_comparable(claim, "\n".join(stated[j] for j in cited)):
-        return None
-    overlap = [translated_overlap(claim, text) or 0.0 for text in stated]
-    best = max(range(len(stated)), key=overlap.__getitem__)
-    if best in cited or overlap[best] < max(overlap[j] for j in cited) + TRANSLATED_MARGIN:
-        return None
-    return best
-
-
-def _cited_support(sentence: str, texts: list[str], labels: str, cosines: list[float] | None, question: str, threshold: float,
-                   cosine_threshold: float) -> bool:
-    """Whether the sources a sentence cites, together, support it (as `support_check` judges it)."""
-    best_cos = max(cosines) if cosines else None
-    return judge_sentence(sentence, "\n".join(texts), best_cos, known=question, labels=labels, threshold=threshold,
-                          cosine_threshold=cosine_threshold)[2]

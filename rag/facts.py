@@ -273,24 +273,56 @@ def _matched(a: str, b: str) -> int:
     return sum(m.size for m in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks())
 
 
-def swapped_names(sentence: str, copied: str) -> list[str]:
+_COMPARISON = re.compile(r"区别|不同|差异|异同|差别|\bdiffer(?:ences?|s)?\b|\bcompared?\b|\bvs\b|\bversus\b", re.I)
+_JOINED = re.compile(r"\s*(?:和|与|跟|同|及|还是|\bvs\.?|\bversus\b|\band\b|\bor\b)\s*", re.I)
+_FILLER = re.compile(r"^(?:请问|请|what(?:'s| is| are)? the|how does|how do|between)\s*|\s*\b(?:between)\s*", re.I)
+
+
+@functools.lru_cache(maxsize=64)
+def compared_subjects(question: str) -> tuple[str, ...]:
+    """The two things a comparison question sets side by side: ("稀疏向量", "稠密向量") for "稀疏向量和稠密向量有什么
+    区别？", ("Prefix LM", "Causal LM") for "What is the difference between Prefix LM and Causal LM?"; () for others.
+    In a sentence that copies a source, either is a name that must not stand where the source has the other."""
+    question = normalize(question)
+    m = _COMPARISON.search(question)
+    if m is None:
+        return ()
+    before = question[: m.start()]
+    span = before if _JOINED.search(before) else question[m.end():]  # "difference between X and Y"
+    parts = _JOINED.split(span, maxsplit=1)
+    if len(parts) != 2:
+        return ()
+    left = re.findall(r"[\w\- ]+$", parts[0])
+    right = re.match(r"[\w\- ]+?(?=之间|的|有|在|是|[?？,，。]|\s*$)", parts[1])
+    if not left or right is None:
+        return ()
+    subjects = tuple(_FILLER.sub("", x).strip() for x in (left[0], right.group(0)))
+    return subjects if all(2 <= len(x) <= 24 for x in subjects) else ()
+
+
+def swapped_names(sentence: str, copied: str, compared: tuple[str, ...] = ()) -> list[str]:
     """Names `sentence` puts where the source text it copies (`copied`) has others: ["prefix lm ≠ causal lm"]
     when "Prefix LM 只涉及到 Decoder 部分…" copies "Causal LM只涉及到Decoder部分…". A name of the sentence that
     `copied` lacks is swapped for a name of `copied` that the sentence lacks when putting the latter in its place
     lines up ALIGNED of the characters that tell the two apart with `copied` ("Grouped" for "Multi" in
     "…-query Attention"); a name elsewhere in `copied` ("介于 MHA 与 MQA 之间") does not line up, and a name
-    `copied` glosses with one the sentence has ("RM(Reward Modeling)" for "RM") is no other name."""
+    `copied` glosses with one the sentence has ("RM(Reward Modeling)" for "RM") is no other name. The subjects a
+    comparison question sets side by side (`compared`, e.g. "稀疏向量" and "稠密向量") are names too; a name in
+    another script than the source's is a translation, not a swap."""
     plain, source = normalize(_plain(sentence)), normalize(copied)
-    ours = sorted(n for n in names_in(plain) if not _name_found(n, source.lower()))
+    ours = sorted(n for n in names_in(plain) | {c for c in compared if _name_found(c, plain.lower())}
+                  if not _name_found(n, source.lower()))
     glossed = _aliases(source)  # "RM(Reward Modeling)": the answer's "RM" names "Reward Modeling"
-    theirs = sorted(n for n in names_in(source) if not _name_found(n, plain.lower())
-                    and not _name_found(glossed.get(n.lower(), "\0"), plain.lower()))
+    theirs = sorted(n for n in names_in(source) | {c for c in compared if _name_found(c, source.lower())}
+                    if not _name_found(n, plain.lower()) and not _name_found(glossed.get(n.lower(), "\0"), plain.lower()))
     if not ours or not theirs:
         return []
     answer, squashed = _squashed(plain), _squashed(source)
     base = _matched(answer, squashed)
     out = []
     for name, other in itertools.product(ours, theirs):
+        if bool(CJK_CHAR.search(name)) != bool(CJK_CHAR.search(other)):
+            continue  # "前缀语言模型" where the source says "Prefix LM" translates it
         mine, its = _squashed(name), _squashed(other)
         apart = len(its) - _matched(mine, its)
         if apart > 0 and _matched(answer.replace(mine, its, 1), squashed) - base >= max(1.0, ALIGNED * apart):

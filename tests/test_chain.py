@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import run_ingest
+from rag.attribute import attribute_citations
 from rag.chain import answer
 from rag.check import check_answer, restates_question
-from rag.cite import attribute_citations, marker_numbers
+from rag.cite import marker_numbers
 from rag.llm import LLMClient, LLMUnavailable
 from rag.prompt import Source
 from rag.records import Chunk

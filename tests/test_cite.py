@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from rag.attribute import attribute_citations
 from rag.cite import (
     COSINE_THRESHOLD,
-    attribute_citations,
     marker_numbers,
     parse_citations,
     split_sentences,
     statements,
     support_check,
 )
+from rag.facts import compared_subjects
 from rag.prompt import Source
 from rag.records import Chunk
 from rag.refusal import detect_refusal
@@ -325,6 +326,30 @@ def test_a_copied_sentence_with_another_subject_put_in_is_unsupported():
     gqa = source(1, "Grouped-query attention 把查询头分成若干组，每组共享一对键和值。", "gqa.md")
     [spelled] = support_check("GQA 把查询头分成若干组，每组共享一对键和值。[1]", [gqa], question="GQA 是什么？")
     assert spelled.status == "supported"  # an acronym for the words the source spells out is no other subject
+
+
+VECTORS = ("稀疏向量:稀疏向量是指大部分元素都是零,只有少数几个元素是非零的向量,通常只存储非零元素的位置和值。\n"
+           "稠密向量:稠密向量则相反,它包含的元素大部分是非零的,或者非零元素的比例并不低。\n"
+           "稠密向量常用于深度学习模型,如词嵌入(Word Embeddings)技术,例如Word2Vec或GloVe。")
+
+
+def test_the_subjects_a_comparison_question_sets_side_by_side_are_not_swapped():
+    """"稀疏向量和稠密向量有什么区别？" (asked with rag.ask): the 1.5B gave each the other's definition, all cited."""
+    assert compared_subjects("稀疏向量和稠密向量有什么区别？") == ("稀疏向量", "稠密向量")
+    assert compared_subjects("What is the difference between Prefix LM and Causal LM?") == ("Prefix LM", "Causal LM")
+    assert compared_subjects("How do LoRA and QLoRA differ?") == ("LoRA", "QLoRA")
+    assert compared_subjects("LoRA 的秩一般设多大？") == ()
+    question = "稀疏向量和稠密向量有什么区别？"
+    contrast, copied, right = support_check(
+        "稀疏向量包含的元素大部分是非零的，或者非零元素的比例并不低，而稠密向量常用于深度学习模型。[1]"
+        "稀疏向量常用于深度学习模型，如词嵌入技术，例如Word2Vec或GloVe。[1]"
+        "稠密向量包含的元素大部分是非零的，或者非零元素的比例并不低。[1]", [source(1, VECTORS, "vectors.md")], question=question)
+    assert contrast.missing == ("稀疏向量 ≠ 稠密向量",)  # one side of "…，而…" copies the dense sentence
+    assert copied.missing == ("稀疏向量 ≠ 稠密向量",) and right.status == "supported"
+    prefix = source(1, "与标准的Encoder-Decoder类似,Prefix LM在Encoder部分采用Auto Encoding模式,即前缀序列中任意两个Token都相互可见。")
+    [translated] = support_check("前缀语言模型在Encoder部分采用Auto Encoding模式，即前缀序列中任意两个Token都相互可见。[1]", [prefix],
+                                 question="前缀语言模型和因果语言模型有什么区别？")
+    assert "前缀语言模型 ≠ prefix lm" not in translated.missing  # a name in the source's other script translates it
 
 
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from rag import lexicon
-from rag.cite import COSINE_THRESHOLD, TRANSLATED_FLOOR, TRANSLATED_MARGIN, attribute_citations, support_check
+from rag.attribute import TRANSLATED_MARGIN, attribute_citations
+from rag.cite import COSINE_THRESHOLD, TRANSLATED_FLOOR, support_check
 from rag.models import ModelIntegrityError
 from rag.prompt import Source
 from rag.records import Chunk
