@@ -39,7 +39,7 @@ from rag.refusal import detect_refusal
 from rag.rerank import Reranker, rerank
 from rag.retrieve import Retriever, with_history
 from rag.settings import Settings
-from rag.text import language
+from rag.text import language, question_language
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def condense(question: str, history: Sequence[dict], llm: LLMClient, *, settings
         return question
     if not settings.condense_followups:
         return with_history(question, history)
-    messages = condense_messages(question, history, language(question), history_turns=settings.history_turns)
+    messages = condense_messages(question, history, question_language(question), history_turns=settings.history_turns)
     rewritten = llm.chat(messages, temperature=0.0, max_tokens=CONDENSE_MAX_TOKENS).text.strip()
     rewritten = rewritten.splitlines()[0].strip() if rewritten else ""
     # A rewrite that lost the question (empty, or a long answer instead of a question) is ignored.
@@ -96,7 +96,7 @@ def cross_lingual_query(query: str, corpus_language: str, llm: LLMClient, *, set
     a translation that is empty or much longer than the question (an answer, not a translation) is dropped,
     and an unreachable LLM leaves the query as it is.
     """
-    if not settings.translate_queries or language(query) == corpus_language:
+    if not settings.translate_queries or question_language(query) == corpus_language:
         return query
     try:
         translated = llm.chat(translate_messages(query, corpus_language), temperature=0.0,
@@ -155,7 +155,7 @@ def find(question: str, history: Sequence[dict], *, settings: Settings, retrieve
             sources = evidence.sources
         else:
             sources = pack_context(hits, budget_tokens=settings.context_tokens, count_tokens=llm.count_tokens,
-                                   lang=language(question))
+                                   lang=question_language(question))
     return Found(standalone, query, hits, sources, evidence)
 
 
@@ -213,7 +213,7 @@ def answer(
     `on_token` with each piece of the streamed answer.
     """
     clock = Stopwatch()
-    lang = language(question)
+    lang = question_language(question)
     found = find(question, history, settings=settings, retriever=retriever, llm=llm, reranker=reranker, clock=clock)
     clock.mark("evidence")
     if on_evidence:

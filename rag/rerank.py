@@ -10,7 +10,7 @@ import httpx
 
 from rag.records import Hit
 from rag.settings import BUNDLED_RERANKER, Settings
-from rag.text import language
+from rag.text import language, question_language
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def applies(reranker: Reranker, query: str, hits: list[Hit]) -> bool:
     languages = getattr(reranker, "languages", None)
     if not languages:
         return True
-    return language(query) in languages and language(" ".join(h.chunk.text for h in hits[:5])) in languages
+    return question_language(query) in languages and language(" ".join(h.chunk.text for h in hits[:5])) in languages
 
 
 def rerank(reranker: Reranker, query: str, hits: list[Hit]) -> list[Hit]:

@@ -21,6 +21,7 @@ CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")  # a letter, digit or ideograph
 _ENGLISH_WORD = re.compile(r"[a-z]+")
+_ENGLISH_WORDS = re.compile(r"[A-Za-z]+")
 
 STOPWORDS = frozenset(
     "的 了 是 在 和 与 及 或 也 就 都 而 被 把 对 于 中 为 以 上 下 这 那 其 之 等 个 一个 一种 "
@@ -68,6 +69,23 @@ def language_of_counts(cjk: int, latin: int) -> str:
 def language(text: str) -> str:
     """'zh' when CJK characters make up a fair share of the letters, else 'en'."""
     return language_of_counts(*script_counts(text))
+
+
+# Grammar words of a question: they, not the letters of its names, tell the language it is asked in.
+_ZH_GRAMMAR = re.compile(r"什么|怎么|怎样|如何|为什么|哪|吗|呢|的|是|和|与|有|在|了|吧|么")
+_EN_GRAMMAR = frozenset("what which who whom whose when where why how is are was were do does did can could should "
+                        "would will the a an of in on for to and or between with by from".split())
+_QUOTED = re.compile(r"《[^》]*》|“[^”]*”|「[^」]*」|\"[^\"]*\"")
+
+
+def question_language(question: str) -> str:
+    """The language a question is asked in: 'zh' or 'en' by its grammar words ("Multi-query Attention 和
+    Grouped-query Attention 的区别是什么？" is Chinese whatever the letters of its names; "What is the difference
+    between 稀疏向量 and 稠密向量?" English), quoted titles aside; by its scripts (`language`) when they tie."""
+    frame = _QUOTED.sub(" ", question)  # a title's words ("《This Is Where I Came In》是…") are not its grammar
+    zh = len(_ZH_GRAMMAR.findall(frame))
+    en = sum(w.lower() in _EN_GRAMMAR for w in _ENGLISH_WORDS.findall(frame))
+    return language(question) if zh == en else "zh" if zh > en else "en"
 
 
 @functools.lru_cache(maxsize=1)

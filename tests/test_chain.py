@@ -268,12 +268,25 @@ def test_english_question_over_chinese_kb_is_also_searched_in_chinese(sample_set
     query = cross_lingual_query(question, "zh", llm, settings=on)
     assert query.startswith(question) and language(query[len(question):]) == "zh"
     assert cross_lingual_query("P0 事故需要多快响应？", "zh", llm, settings=on) == "P0 事故需要多快响应？"
+    named = "Multi-query Attention 和 Grouped-query Attention 的区别是什么？"  # Chinese, more Latin letters than CJK
+    assert cross_lingual_query(named, "zh", llm, settings=on) == named
     for unchanged in ("off", "auto"):  # "auto" is off for the embedded 0.5B model the tests run
         settings = sample_settings.model_copy(update={"query_translation": unchanged})
         assert cross_lingual_query(question, "zh", llm, settings=settings) == question
     ans = answer(question, settings=on, retriever=sample_retriever, llm=llm)
     assert language(ans.search_query[len(question):]) == "zh" and ans.timings_ms["translate"] > 0
     assert any("P0" in h.chunk.text for h in ans.hits[:3])
+
+
+def test_a_question_is_in_the_language_of_its_grammar_words():
+    from rag.text import language, question_language
+
+    named = "Multi-query Attention 和 Grouped-query Attention 的区别是什么？"
+    assert language(named) == "en" and question_language(named) == "zh"  # its letters say English, its grammar not
+    assert question_language("What is the difference between 稀疏向量 and 稠密向量?") == "en"
+    assert question_language("MIT OpenCourseWare指什么？") == "zh"
+    assert question_language("《This Is Where I Came In》是Bee Gees的第几张原创专辑？") == "zh"  # a title's words aside
+    assert question_language("LoRA vs QLoRA") == "en"  # no grammar words: the scripts decide
 
 
 def test_a_translation_that_is_really_an_answer_or_missing_is_dropped(sample_settings):

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from rag.eval.qa import QAItem, RelevanceJudge, answer_phrase_recall, char_f1
-from rag.text import language
+from rag.text import question_language
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ def summarize(rows: Sequence[dict]) -> dict:
 def config_summary(rows: Sequence[dict]) -> dict:
     """All rows' metrics, with the follow-up and the unanswerable subsets split out, and the questions by
     their language ("zh", "en")."""
-    by_language = {lang: summarize([r for r in rows if language(r["question"]) == lang]) for lang in ("zh", "en")}
+    by_language = {lang: summarize([r for r in rows if question_language(r["question"]) == lang]) for lang in ("zh", "en")}
     return summarize(rows) | {"followup": summarize([r for r in rows if r["followup"]]),
                               "unanswerable": summarize([r for r in rows if not r["answerable"]]),
                               "by_language": by_language}
