@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from rag.answer_type import missing_answer_type
-from rag.check import check_answer, sourced
+from rag.check import CheckedStream, check_answer, sourced
 from rag.cite import parse_citations
 from rag.embed import support_embedder
 from rag.evidence import Evidence, followers, select_evidence
@@ -260,10 +260,11 @@ def answer(
             if on_token:
                 on_token(piece)
 
+        stream = CheckedStream(shown, found.sources, support_embedder(settings).encode_queries, found.standalone)
         cross = settings.cross_lingual_retry and language(" ".join(s.text for s in found.sources)) != lang
         with clock.stage("generate"):
             draft = draft_answer(llm, messages, temperature=settings.temperature, max_tokens=settings.max_tokens,
-                                 on_token=shown, refused=lambda text: detect_refusal(text, lang),
+                                 on_token=stream, on_retry=stream.new_draft, refused=lambda text: detect_refusal(text, lang),
                                  retry=(lambda: build_messages(asked, found.sources, history, lang=lang, cross=True,
                                                                history_turns=settings.history_turns)) if cross else None)
     except LLMUnavailable as e:
@@ -276,11 +277,12 @@ def answer(
              "generations": 2 if draft.retried else 1}
     if detect_refusal(draft.text, lang):
         return result(refused="model", answerable_p=p_yes, usage=usage, draft=draft.text)
-    checked = check_answer(draft.text, found.sources, support_embedder(settings).encode_queries, found.standalone)
+    checked = check_answer(draft.text, found.sources, stream.embed, found.standalone)  # the stream embedded most
     if checked.refusal:
         logger.info("refusing (%s): the answer's key claim is not tied to a source that supports it", checked.refusal)
         return result(refused=checked.refusal, answerable_p=p_yes, usage=usage, draft=draft.text,
                       unsupported_sentences=checked.unsupported)
+    stream.finish(checked.text)  # the last sentence, which no later text completed
     return result(checked.text, checked.citations, answerable_p=p_yes, usage=usage, draft=draft.text,
                   unsupported_sentences=checked.unsupported, removed_citations=checked.removed,
                   attributed_citations=checked.attributed)

@@ -12,7 +12,7 @@ from rag.attribute import attribute_citations
 from rag.cite import SentenceSupport, parse_citations, strip_markers, support_check
 from rag.prompt import Source
 from rag.records import Citation, paged_span
-from rag.text import tokenize
+from rag.text import sentence_spans, tokenize
 
 _LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
 # Words about the documents rather than their content (rag.text.tokenize's stems): "… in sources [1] and [3]".
@@ -108,3 +108,44 @@ def sourced(citation: Citation, sources: Sequence[Source], supported: bool = Tru
         return Citation(citation.n, citation.chunk, supported=supported)
     return Citation(citation.n, paged_span(citation.chunk, source.chunks, source.pieces), supported=supported,
                     pieces=source.pieces)
+
+
+class CheckedStream:
+    """The model's answer passed on to the reader as far as the check lets it: once a sentence is complete (more
+    text follows it), the draft's complete sentences are checked (`check_answer`) and what the checked text adds
+    to what the reader has is passed on. A sentence the check removes is never shown, not even for a moment, and
+    nothing is shown while the draft so far would be refused (its key claim unsupported, only a lead-in, nothing
+    cited): more sentences may still make it an answer. What the checked text rewrites (a marker moved) holds the
+    stream until the final answer replaces it. One per answer; `new_draft` before a second draft (a retry)."""
+
+    def __init__(self, on_text: Callable[[str], None], sources: Sequence[Source], embed: Callable | None,
+                 question: str) -> None:
+        self.on_text, self.sources, self.question = on_text, sources, question
+        self.embed = _remembered(embed)  # each sentence is embedded once for the whole stream
+        self.draft = ""  # the model's text so far
+        self.checked_upto = 0  # end of the draft's complete sentences last checked
+        self.shown = ""  # what the reader has
+
+    def __call__(self, piece: str) -> None:
+        self.draft += piece
+        spans = sentence_spans(self.draft)
+        upto = spans[-2][1] if len(spans) > 1 else 0  # the last span may still grow
+        if upto <= self.checked_upto:
+            return
+        self.checked_upto = upto
+        checked = check_answer(self.draft[:upto], self.sources, self.embed, self.question)
+        if checked.refusal or not checked.text.startswith(self.shown):
+            return
+        added, self.shown = checked.text[len(self.shown):], checked.text
+        if added:
+            self.on_text(added)
+
+    def finish(self, checked: str) -> None:
+        """The final checked answer: what it adds to what the reader has (its last sentence) is passed on."""
+        if checked.startswith(self.shown) and len(checked) > len(self.shown):
+            self.on_text(checked[len(self.shown):])
+            self.shown = checked
+
+    def new_draft(self) -> None:
+        """A second draft follows (the first was a refusal): check it from its start."""
+        self.draft, self.checked_upto = "", 0

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.evidence import GAP
-from rag.facts import LIST_NUMBER, compared_subjects, missing_facts, swapped_names, unnamed_subjects
+from rag.facts import (
+    LIST_NUMBER,
+    compared_subjects,
+    missing_facts,
+    salient_terms,
+    swapped_names,
+    unnamed_subjects,
+)
 from rag.lexicon import translated_overlap
 from rag.model_text import tidy
 from rag.prompt import Source
@@ -197,7 +204,8 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     so does a subject the question names that neither the cited text nor its `labels` (headings, titles)
     name (`unnamed_subjects`), and a name put in place of another in a sentence it copies (`swapped_names`:
     "Prefix LM 只涉及到 Decoder 部分" copied from "Causal LM只涉及到Decoder部分");
-    otherwise enough lexical overlap makes it supported, or, where words cannot be compared (an answer
+    otherwise enough lexical overlap makes it supported - of all its words and of its words besides its names
+    (`_unsaid_relation`) - or, where words cannot be compared (an answer
     in another language than its source, a claim of a few characters), a high enough embedding cosine.
     In the same language the cosine says "about the same topic", not "says the same": on the dev run
     it passed invented explanations assembled from a source's headings (lexical 0.1-0.4, e5 cosine ~0.9).
@@ -210,9 +218,21 @@ def judge_sentence(sentence: str, cited_text: str, cosine: float | None, *, know
     missing = missing_facts(sentence, cited_text, known) + unnamed_subjects(about, known, named_in)
     if lexical >= threshold:
         missing += _swaps(sentence, cited_text, compared_subjects(known))
+        if words_comparable(sentence, cited_text) and _unsaid_relation(sentence, cited_text, threshold):
+            missing.append("words between its names")
     by_meaning = (cosine is not None and cosine >= cosine_threshold and not words_comparable(sentence, cited_text)
                   and _translation_holds(sentence, cited_text))
     return lexical, missing, not missing and (lexical >= threshold or by_meaning)
+
+
+def _unsaid_relation(sentence: str, cited_text: str, threshold: float) -> bool:
+    """Whether the words the sentence says between its names fall short of `threshold` in the cited text: names
+    found anywhere in it lift a sentence over the threshold by themselves. "GLM-130B是由OpenAI发布的" over
+    "如GLM-130B模型、OpenAI的A、B、C、D四大模型,都是基座模型" holds both names and none of 由 / 发布."""
+    words = strip_markers(sentence)
+    for term in sorted(salient_terms(words), key=len, reverse=True):
+        words = words.replace(term, " ")
+    return bool(tokenize(words)) and lexical_support(words, cited_text) < threshold
 
 
 _CONTRAST = re.compile(r"(?<=[,，])\s*(?=而|但|whereas\b|while\b|but\b)", re.I)  # "X…，而 Y…": two claims

@@ -63,13 +63,15 @@ def stream_draft(llm: LLMClient, messages: Sequence[dict], *, temperature: float
 
 def draft_answer(llm: LLMClient, messages: Sequence[dict], *, temperature: float, max_tokens: int,
                  on_token: Callable[[str], None], refused: Callable[[str], bool],
-                 retry: Callable[[], Sequence[dict]] | None = None) -> Draft:
+                 retry: Callable[[], Sequence[dict]] | None = None, on_retry: Callable[[], None] | None = None) -> Draft:
     """The draft of `messages`; when `refused` says it is a refusal and there is a `retry`, the draft of the
-    messages it builds (built only then)."""
+    messages it builds (built only then; `on_retry` is called before it streams)."""
     first = stream_draft(llm, messages, temperature=temperature, max_tokens=max_tokens, on_token=on_token)
     if retry is None or not refused(first.text):
         return first
     logger.info("the model refused; asked once more with the rules in the sources' language")
+    if on_retry is not None:
+        on_retry()
     again = stream_draft(llm, retry(), temperature=temperature, max_tokens=max_tokens, on_token=on_token)
     return Draft(again.text, first.prompt_tokens + again.prompt_tokens, first.completion_tokens + again.completion_tokens,
                  retried=True)

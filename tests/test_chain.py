@@ -38,6 +38,27 @@ def test_a_supported_answer_keeps_its_citation_and_a_misnumbered_one_is_moved():
     assert checked.refusal == "" and [c.n for c in checked.citations] == [2] and checked.attributed == 1
 
 
+def test_the_reader_is_shown_only_sentences_the_check_keeps():
+    """Streamed token by token, the draft reaches the reader a checked sentence at a time: the invented one
+    ("GLM-130B是由OpenAI发布的。", seen streamed by the API) never, the others as the final check gives them."""
+    from rag.check import CheckedStream
+
+    sources = [_source(1, "GQA 把查询头分成若干组，每组共享一对键和值。"), _source(2, LORA)]
+    shown: list[str] = []
+    stream = CheckedStream(shown.append, sources, None, "LoRA 训练时更新什么？")
+    draft = "训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[1]\nLoRA 由 OpenAI 在 2019 年发布。[2]\n这样显存占用大幅下降。"
+    for i in range(0, len(draft), 3):
+        stream(draft[i:i + 3])
+    final = check_answer(draft, sources, None, "LoRA 训练时更新什么？")
+    assert shown and "".join(shown) == "训练时冻结原模型权重，只更新低秩矩阵 A 和 B。[2]"  # the marker moved, as in the end
+    assert final.text.startswith("".join(shown)) and "OpenAI" not in final.text
+    refused: list[str] = []
+    stream = CheckedStream(refused.append, sources, None, "GLM-130B是由哪家机构发布的?")
+    for piece in ("GLM-130B是由", "OpenAI发布的。", "\n它有", "1300 亿参数。"):
+        stream(piece)
+    assert refused == []  # its key claim is unsupported: nothing is shown, the refusal comes whole
+
+
 def test_a_lead_in_sentence_is_not_the_key_claim():
     """ "…做了以下改进：" only introduces the list; the answer stands or falls with what follows it."""
     sources = [_source(1, "GQA 把查询头分成若干组，每组共享一对键和值。"), _source(2, LORA)]
@@ -132,7 +153,8 @@ def test_evidence_comes_first_with_exact_offsets(sample_settings, sample_retriev
                  on_token=lambda piece: events.append(("token", piece)))
     assert events[0][0] == "evidence" and all(kind == "token" for kind, _ in events[1:])
     sources = events[0][1]
-    assert sources == ans.evidence and ans.timings_ms["evidence"] < ans.timings_ms["first_token"]
+    shown = ans.timings_ms.get("first_token", ans.timings_ms["total"])  # a refused draft shows no token
+    assert sources == ans.evidence and ans.timings_ms["evidence"] < shown
     documents = sample_retriever.state.documents
     for source in sources:  # every packed sentence is cut from its document at its offsets
         doc = documents[source.doc_id].text

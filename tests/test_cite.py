@@ -352,6 +352,15 @@ def test_the_subjects_a_comparison_question_sets_side_by_side_are_not_swapped():
     assert "前缀语言模型 ≠ prefix lm" not in translated.missing  # a name in the source's other script translates it
 
 
+def test_names_found_in_the_source_do_not_carry_the_words_between_them():
+    """"GLM-130B是由哪家机构发布的?" (streamed by the API): both names are in the source, 由 / 发布 are not."""
+    base = source(1, "得到预训练模型,也被称为基座模型。如GLM-130B模型、OpenAI的A、B、C、D四大模型,都是基座模型;")
+    invented, said = support_check("GLM-130B是由OpenAI发布的。[1]GLM-130B是基座模型。[1]", [base],
+                                   question="GLM-130B是由哪家机构发布的?")
+    assert invented.status == "unsupported" and invented.missing == ("words between its names",)
+    assert said.status == "supported"
+
+
 def test_a_subject_named_by_the_title_or_glossed_in_the_question_is_named():
     text = "系统默认使用 bge-m3 模型，向量维度为 1024。"
     titled = Source(1, (Chunk("c", "检索原理.txt", text, ""),), "知库 DocQA 检索原理说明", "", text, 1)

@@ -52,17 +52,18 @@ def _events(events: queue.Queue, cancelled: threading.Event, model: str, version
     cid = shapes.completion_id()
     try:
         yield shapes.chunk_event(cid, model, {"role": "assistant", "content": ""})
-        streamed = False
+        streamed = ""
         while True:
             kind, value = events.get()
             if kind == "evidence":
                 yield shapes.chunk_event(cid, model, {}, evidence=shapes.evidence(value), kb_version=version)
-            elif kind == "token":
-                streamed = True
+            elif kind == "token":  # checked text (rag.check.CheckedStream): complete sentences the check kept
+                streamed += value
                 yield shapes.chunk_event(cid, model, {"content": value})
             elif kind == "answer":
-                if not streamed and value.text:  # refusals and extractive answers come whole
-                    yield shapes.chunk_event(cid, model, {"content": value.text})
+                rest = value.text[len(streamed):] if value.text.startswith(streamed) else ""
+                if rest:  # the last sentence; refusals and extractive answers come whole
+                    yield shapes.chunk_event(cid, model, {"content": rest})
                 yield shapes.chunk_event(cid, model, {"answer": value.text, **shapes.rag_fields(value, version)},
                                          "stop", usage=shapes.usage(value))
                 break
