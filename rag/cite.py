@@ -14,6 +14,7 @@ real data yet: set high because e5-style cosines between any two same-domain tex
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,24 +145,30 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in out if WORD_CHAR.search(strip_markers(s))]
 
 
-def _bigrams(text: str) -> set[str]:
+def _bigrams(text: str) -> frozenset[str]:
     chars = CJK_CHAR.findall(text)
-    return {a + b for a, b in zip(chars, chars[1:], strict=False)}
+    return frozenset(a + b for a, b in zip(chars, chars[1:], strict=False))
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str, lowered: bool) -> tuple[str, tuple[str, ...], frozenset[str], frozenset[str]]:
+    """(normalized text, its tokens, their set, its CJK bigrams). The check compares every answer sentence with
+    every source and source sentence, again for each sentence a stream completes: each text is read once."""
+    text = normalize(text).lower() if lowered else normalize(text)
+    tokens = tuple(tokenize(text))
+    return text, tokens, frozenset(tokens), _bigrams(text)
 
 
 def lexical_support(sentence: str, cited_text: str) -> float:
     """Share of the sentence's content tokens found in the cited text (CJK: best of tokens, bigrams)."""
-    sentence = normalize(strip_markers(sentence))
-    cited = normalize(cited_text).lower()
-    tokens = tokenize(sentence)
-    cited_tokens = set(tokenize(cited))
+    _, tokens, _, grams = _words(strip_markers(sentence), False)
+    cited, _, cited_tokens, cited_grams = _words(cited_text, True)
     token_share = (
         sum(t in cited_tokens or t in cited for t in tokens) / len(tokens) if tokens else 0.0
     )
-    grams = _bigrams(sentence)
     if not grams:
         return token_share
-    gram_share = len(grams & _bigrams(cited)) / len(grams)
+    gram_share = len(grams & cited_grams) / len(grams)
     return max(token_share, gram_share)
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from rag.text import CITATION_MARK, CJK_CHAR, glossary_equivalents, normalize
+from rag.text import CITATION_MARK, CJK_CHAR, glossary_equivalents, normalize, strip_all_space
 
 _ARABIC = re.compile(r"(?<![A-Za-z\d.])(?<![A-Za-z]-)\d+(?:[.,]\d+)*(?![A-Za-z])(?:\s*[万亿])?")
 _ZH_NUMERAL = re.compile(r"[零〇一二两三四五六七八九十百千万亿]+")
@@ -257,7 +257,7 @@ def names_in(text: str) -> set[str]:
 
 
 def _squashed(text: str) -> str:
-    return re.sub(r"\s+", "", text).lower()
+    return strip_all_space(text).lower()
 
 
 def _name_found(name: str, text: str) -> bool:
@@ -314,7 +314,7 @@ def swapped_names(sentence: str, copied: str, compared: tuple[str, ...] = ()) ->
                   if not _name_found(n, source.lower()))
     glossed = _aliases(source)  # "RM(Reward Modeling)": the answer's "RM" names "Reward Modeling"
     theirs = sorted(n for n in names_in(source) | {c for c in compared if _name_found(c, source.lower())}
-                    if not _name_found(n, plain.lower()) and not _name_found(glossed.get(n.lower(), "\0"), plain.lower()))
+                    if not any(_name_found(x, plain.lower()) for x in (n, glossed.get(n.lower())) if x))
     if not ours or not theirs:
         return []
     answer, squashed = _squashed(plain), _squashed(source)
