@@ -21,7 +21,6 @@ CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 WORD_CHAR = re.compile(r"[\w\u3400-\u9fff]")  # a letter, digit or ideograph
 _ENGLISH_WORD = re.compile(r"[a-z]+")
-_ENGLISH_WORDS = re.compile(r"[A-Za-z]+")
 
 STOPWORDS = frozenset(
     "的 了 是 在 和 与 及 或 也 就 都 而 被 把 对 于 中 为 以 上 下 这 那 其 之 等 个 一个 一种 "
@@ -84,7 +83,7 @@ def question_language(question: str) -> str:
     between 稀疏向量 and 稠密向量?" English), quoted titles aside; by its scripts (`language`) when they tie."""
     frame = _QUOTED.sub(" ", question)  # a title's words ("《This Is Where I Came In》是…") are not its grammar
     zh = len(_ZH_GRAMMAR.findall(frame))
-    en = sum(w.lower() in _EN_GRAMMAR for w in _ENGLISH_WORDS.findall(frame))
+    en = sum(w in _EN_GRAMMAR for w in _ENGLISH_WORD.findall(frame.lower()))
     return language(question) if zh == en else "zh" if zh > en else "en"
 
 
