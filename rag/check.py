@@ -12,7 +12,7 @@ from rag.attribute import attribute_citations
 from rag.cite import SentenceSupport, parse_citations, strip_markers, support_check
 from rag.prompt import Source
 from rag.records import Citation, paged_span
-from rag.text import sentence_spans, tokenize
+from rag.text import WORD_CHAR, sentence_spans, tokenize
 
 _LEAD_IN = re.compile(r"[:：]\s*$")  # a sentence that ends in a colon introduces what follows
 # Words about the documents rather than their content (rag.text.tokenize's stems): "… in sources [1] and [3]".
@@ -110,6 +110,9 @@ def sourced(citation: Citation, sources: Sequence[Source], supported: bool = Tru
                     pieces=source.pieces)
 
 
+_OPEN_MARKER = re.compile(r"[\[【［][\d\s,，、;；\-–]*$")  # a citation marker the model is still writing: "[1"
+
+
 class CheckedStream:
     """The model's answer passed on to the reader as far as the check lets it: once a sentence is complete (more
     text follows it), the draft's complete sentences are checked (`check_answer`) and what the checked text adds
@@ -128,8 +131,11 @@ class CheckedStream:
 
     def __call__(self, piece: str) -> None:
         self.draft += piece
-        spans = sentence_spans(self.draft)
-        upto = spans[-2][1] if len(spans) > 1 else 0  # the last span may still grow
+        # sentences with words of their own: a marker run after a stop ("…。 [1]", or "[1" still open) belongs to
+        # the sentence before
+        starts = [a for a, b in sentence_spans(self.draft)
+                  if WORD_CHAR.search(_OPEN_MARKER.sub("", strip_markers(self.draft[a:b])))]
+        upto = starts[-1] if len(starts) > 1 else 0  # everything before the last sentence, which may still grow
         if upto <= self.checked_upto:
             return
         self.checked_upto = upto

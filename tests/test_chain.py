@@ -57,6 +57,13 @@ def test_the_reader_is_shown_only_sentences_the_check_keeps():
     for piece in ("GLM-130B是由", "OpenAI发布的。", "\n它有", "1300 亿参数。"):
         stream(piece)
     assert refused == []  # its key claim is unsupported: nothing is shown, the refusal comes whole
+    spaced: list[str] = []  # a marker after the stop and a space (seen from the API): shown as the final has it
+    stream = CheckedStream(spaced.append, sources, None, "LoRA 训练时更新什么？")
+    draft = "训练时冻结原模型权重，只更新低秩矩阵 A 和 B。 [2]\nLoRA 冻结原模型权重。[2]"
+    for piece in ("训练时冻结原模型权重，", "只更新低秩矩阵 A 和 B。", " [", "2", "]\n", "LoRA 冻结原模型权重。[2]"):
+        stream(piece)  # the marker arrives a token at a time, as from the model
+    stream.finish(check_answer(draft, sources, None, "LoRA 训练时更新什么？").text)
+    assert "".join(spaced) == check_answer(draft, sources, None, "LoRA 训练时更新什么？").text
 
 
 def test_a_lead_in_sentence_is_not_the_key_claim():
